@@ -1,0 +1,1 @@
+//! meridian-bpf: the XDP program (built in Rust, loaded through bpf(2)).

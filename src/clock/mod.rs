@@ -1,0 +1,266 @@
+//! The served clock: [`ClockSnapshot`], its lock-free single-writer publication, and "cooking"
+//! raw clock readings into served time.
+//!
+//! Workers read a snapshot once per batch and never block; the one writer (today the local
+//! reference keeper in `server::local`, later the discipline thread) replaces it whole.
+//! `crossbeam::atomic::AtomicCell` holds it: for a value of this size it is a seqlock, so a read
+//! is an optimistic copy validated by a sequence number and writes no shared cache line.
+
+use crossbeam::atomic::AtomicCell;
+
+use crate::proto::{Leap, NtpShort, NtpTimestamp, UnixNanos};
+
+/// Dispersion growth rate when nothing better is known: RFC 5905's PHI, 15 ppm.
+pub const DEFAULT_DISPERSION_RATE: f64 = 15e-6;
+
+/// The reference id a local (undisciplined) reference publishes: 127.127.1.1, as chrony and
+/// ntpd report their local clock.
+pub const LOCAL_REFID: [u8; 4] = [127, 127, 1, 1];
+
+/// How a raw clock reading becomes served time: `served = raw + offset + freq * (raw - at)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Correction {
+    /// The raw instant the correction is anchored at.
+    pub at: UnixNanos,
+    /// Served minus raw at `at`, in nanoseconds.
+    pub offset_ns: i64,
+    /// Extra rate of served time relative to raw time (dimensionless; 1e-6 = 1 ppm fast).
+    pub freq: f64,
+}
+
+impl Correction {
+    /// Served time for a raw reading.
+    #[inline]
+    pub fn cook(&self, raw: UnixNanos) -> UnixNanos {
+        let since = raw.nanos_since(self.at);
+        let drift = (since as f64 * self.freq) as i64;
+        raw.add_nanos(self.offset_ns.saturating_add(drift))
+    }
+}
+
+/// Everything a reply needs, published as one value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClockSnapshot {
+    /// False until the clock has a reference (or after holdover expired): replies then carry
+    /// LI=3 and stratum 0.
+    pub synchronized: bool,
+    pub leap: Leap,
+    /// Our stratum (1..=15) when synchronised.
+    pub stratum: u8,
+    /// log2 seconds of the clock's read precision.
+    pub precision: i8,
+    pub root_delay: NtpShort,
+    /// Root dispersion at `reference_time`, in nanoseconds.
+    pub root_dispersion_ns: i64,
+    /// Growth of root dispersion per second of served time since `reference_time`.
+    pub dispersion_rate: f64,
+    pub reference_id: [u8; 4],
+    /// Served time of the last update.
+    pub reference_time: UnixNanos,
+    pub correction: Correction,
+    /// Changes whenever served time is stepped, so holders of older stamps can tell.
+    pub epoch: u32,
+}
+
+impl ClockSnapshot {
+    /// A snapshot for a server that has no reference yet.
+    pub fn unsynchronized(precision: i8) -> Self {
+        ClockSnapshot {
+            synchronized: false,
+            leap: Leap::Unsynchronized,
+            stratum: 16,
+            precision,
+            root_delay: NtpShort(0),
+            root_dispersion_ns: 0,
+            dispersion_rate: DEFAULT_DISPERSION_RATE,
+            reference_id: [0; 4],
+            reference_time: UnixNanos(0),
+            correction: Correction::default(),
+            epoch: 0,
+        }
+    }
+
+    /// A snapshot serving the local clock unchanged at `stratum` (the `local stratum N`
+    /// fallback), referenced at raw time `now`.
+    pub fn local(stratum: u8, precision: i8, now: UnixNanos) -> Self {
+        ClockSnapshot {
+            synchronized: true,
+            leap: Leap::NoWarning,
+            stratum,
+            precision,
+            root_delay: NtpShort(0),
+            root_dispersion_ns: 0,
+            dispersion_rate: DEFAULT_DISPERSION_RATE,
+            reference_id: LOCAL_REFID,
+            reference_time: now,
+            correction: Correction {
+                at: now,
+                offset_ns: 0,
+                freq: 0.0,
+            },
+            epoch: 0,
+        }
+    }
+
+    /// Served time for a raw clock reading.
+    #[inline]
+    pub fn cook(&self, raw: UnixNanos) -> UnixNanos {
+        self.correction.cook(raw)
+    }
+
+    /// Root dispersion at served time `now`: the published value plus growth since the
+    /// reference time (never less than the published value).
+    #[inline]
+    pub fn root_dispersion_at(&self, now: UnixNanos) -> NtpShort {
+        let elapsed = now.nanos_since(self.reference_time).max(0);
+        let grown = (elapsed as f64 * self.dispersion_rate) as i64;
+        NtpShort::from_nanos(self.root_dispersion_ns.saturating_add(grown))
+    }
+
+    /// The reference time in wire format.
+    #[inline]
+    pub fn reference_ts(&self) -> NtpTimestamp {
+        NtpTimestamp::from_unix(self.reference_time)
+    }
+}
+
+/// The single-writer, many-reader cell holding the current snapshot.
+pub struct SharedClock {
+    cell: AtomicCell<ClockSnapshot>,
+}
+
+impl SharedClock {
+    pub fn new(initial: ClockSnapshot) -> Self {
+        SharedClock {
+            cell: AtomicCell::new(initial),
+        }
+    }
+
+    /// The current snapshot (never blocks a writer; retries only if a write raced).
+    #[inline]
+    pub fn load(&self) -> ClockSnapshot {
+        self.cell.load()
+    }
+
+    /// Publishes a new snapshot. Only one thread may publish.
+    pub fn publish(&self, snap: ClockSnapshot) {
+        self.cell.store(snap);
+    }
+}
+
+/// Where a timestamp came from, best first. Recorded per packet and reported at start-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TimestampQuality {
+    /// Taken by the NIC (PHC time, mapped to system time).
+    Hardware,
+    /// Taken by the XDP program in the driver, before the stack.
+    Driver,
+    /// Taken by the kernel network stack (SO_TIMESTAMPING software).
+    Kernel,
+    /// Read by the worker after the packet reached user space.
+    User,
+}
+
+impl TimestampQuality {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimestampQuality::Hardware => "hardware",
+            TimestampQuality::Driver => "driver",
+            TimestampQuality::Kernel => "kernel",
+            TimestampQuality::User => "user",
+        }
+    }
+}
+
+/// A raw (uncooked) clock reading and how it was obtained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawStamp {
+    pub raw: UnixNanos,
+    pub quality: TimestampQuality,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cook_applies_offset_and_frequency() {
+        let c = Correction {
+            at: UnixNanos::from_parts(1000, 0),
+            offset_ns: 200_000_000,
+            freq: 10e-6,
+        };
+        assert_eq!(
+            c.cook(UnixNanos::from_parts(1000, 0)),
+            UnixNanos::from_parts(1000, 200_000_000)
+        );
+        // 100 s later the 10 ppm frequency adds 1 ms.
+        assert_eq!(
+            c.cook(UnixNanos::from_parts(1100, 0)),
+            UnixNanos::from_parts(1100, 201_000_000)
+        );
+    }
+
+    #[test]
+    fn dispersion_grows_from_reference_time() {
+        let mut s = ClockSnapshot::local(10, -20, UnixNanos::from_parts(1000, 0));
+        s.root_dispersion_ns = 1_000_000;
+        assert_eq!(
+            s.root_dispersion_at(UnixNanos::from_parts(1000, 0)),
+            NtpShort::from_nanos(1_000_000)
+        );
+        // 100 s at 15 ppm = 1.5 ms more.
+        assert_eq!(
+            s.root_dispersion_at(UnixNanos::from_parts(1100, 0)),
+            NtpShort::from_nanos(2_500_000)
+        );
+        // A time before the reference never shrinks it.
+        assert_eq!(
+            s.root_dispersion_at(UnixNanos::from_parts(900, 0)),
+            NtpShort::from_nanos(1_000_000)
+        );
+    }
+
+    #[test]
+    fn shared_clock_publishes_whole_snapshots() {
+        let shared = SharedClock::new(ClockSnapshot::unsynchronized(-20));
+        assert!(!shared.load().synchronized);
+        let local = ClockSnapshot::local(10, -20, UnixNanos(5));
+        shared.publish(local);
+        assert_eq!(shared.load(), local);
+    }
+
+    #[test]
+    fn concurrent_readers_never_see_torn_snapshots() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let shared = Arc::new(SharedClock::new(ClockSnapshot::local(1, -20, UnixNanos(0))));
+        let stop = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (shared, stop) = (shared.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let s = shared.load();
+                        // The writer keeps these three fields equal: a torn read would differ.
+                        assert_eq!(s.reference_time.0, s.correction.offset_ns);
+                        assert_eq!(s.reference_time.0 as u32, s.epoch);
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        for i in 0..200_000i64 {
+            let mut s = ClockSnapshot::local(1, -20, UnixNanos(i));
+            s.correction.offset_ns = i;
+            s.epoch = i as u32;
+            shared.publish(s);
+        }
+        stop.store(true, Ordering::Relaxed);
+        for r in readers {
+            assert!(r.join().unwrap() > 0);
+        }
+    }
+}
