@@ -85,10 +85,10 @@ impl NtpTimestamp {
     pub const fn from_unix(t: UnixNanos) -> Self {
         let (secs, nanos) = t.parts();
         let ntp_secs = secs.wrapping_add(NTP_UNIX_OFFSET_SECS) as u64 & 0xffff_ffff;
-        // (nanos * 2^32 + 5e8) / 1e9 is at most 2^32 - 1 for nanos < 1e9 - 0.116, else it can
-        // reach 2^32 exactly; carry that into the seconds.
+        // Rounded to nearest: (nanos * 2^32 + 5e8) / 1e9 stays below 2^32 for every whole
+        // nanosecond count below 1e9 (it would reach 2^32 only above 999_999_999.88 ns).
         let frac = (((nanos as u64) << 32) + 500_000_000) / 1_000_000_000;
-        NtpTimestamp(((ntp_secs << 32).wrapping_add(frac)) & u64::MAX)
+        NtpTimestamp((ntp_secs << 32) | frac)
     }
 
     /// Converts to a Unix instant, choosing the era that puts the result closest to `pivot`
@@ -242,10 +242,14 @@ mod tests {
     }
 
     #[test]
-    fn fraction_rounding_carries_into_seconds() {
+    fn last_nanosecond_stays_in_its_second() {
         let t = NtpTimestamp::from_unix(UnixNanos::from_parts(10, 999_999_999));
-        assert_eq!(t.secs(), 2_208_988_811);
-        assert_eq!(t.frac(), 0);
+        assert_eq!(t.secs(), 2_208_988_810);
+        assert_eq!(t.frac(), 0xffff_fffc);
+        assert_eq!(
+            t.to_unix_near(UnixNanos(0)),
+            UnixNanos::from_parts(10, 999_999_999)
+        );
     }
 
     #[test]
