@@ -1,0 +1,857 @@
+//! The TOML configuration: serde types with kebab-case keys, unknown keys rejected, and a default
+//! for every value so `meridian serve` runs with no file at all.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    pub server: ServerConfig,
+    pub clock: ClockConfig,
+    pub log: LogConfig,
+}
+
+/// `[server]`: the data plane.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServerConfig {
+    /// Addresses to answer on (IPv4 and/or IPv6, each with a port).
+    pub listen: Vec<SocketAddr>,
+    /// Worker threads; 0 = one per core the process may run on.
+    pub workers: usize,
+    /// Cores to pin workers to (core ids as the OS numbers them); empty = all available.
+    pub cores: Vec<usize>,
+    /// Which packet backend to run.
+    pub backend: BackendKind,
+    /// Packets taken from (and sent to) the kernel per system call (1..=1024).
+    pub batch_size: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: vec![
+                SocketAddr::from(([0, 0, 0, 0], 123)),
+                SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 123)),
+            ],
+            workers: 0,
+            cores: Vec::new(),
+            backend: BackendKind::Auto,
+            batch_size: 32,
+        }
+    }
+}
+
+/// The packet backends.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    /// The best available: xdp when an interface is configured, else io-uring, else udp.
+    #[default]
+    Auto,
+    /// Plain UDP sockets (recvmmsg/sendmmsg on Linux, std sockets elsewhere).
+    Udp,
+    /// io_uring rings.
+    IoUring,
+    /// AF_XDP kernel bypass.
+    Xdp,
+}
+
+/// `[clock]`: how served time is produced.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ClockConfig {
+    /// Stratum served while the local clock is the reference (1..=15).
+    pub local_stratum: u8,
+}
+
+impl Default for ClockConfig {
+    fn default() -> Self {
+        ClockConfig { local_stratum: 10 }
+    }
+}
+
+/// `[log]`: diagnostics.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LogConfig {
+    /// A `tracing` filter: `info`, `debug`, `meridian=debug,warn`, ...
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+        }
+    }
+}
+
+/// A configuration that could not be read or is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    /// Anything else, already formatted.
+    #[error("{0}")]
+    Invalid(String),
+    /// The text is not TOML, or does not fit the schema (unknown key, wrong type, ...).
+    #[error("{}", located(file, Some((*line, *column)), key.as_deref(), message))]
+    Parse {
+        /// The file name given to [`Config::parse`].
+        file: String,
+        /// 1-based line of the offending text.
+        line: usize,
+        /// 1-based column (in characters) of the offending text.
+        column: usize,
+        /// Dotted key path (`server.workers`, `server.listen[1]`), when known.
+        key: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
+    /// The file parsed but some values are out of range; every problem is listed, one per line.
+    #[error("{}", problems_to_string(file.as_deref(), problems))]
+    Validation {
+        /// The file name, when the configuration came from a file.
+        file: Option<String>,
+        /// Every rule that failed, in key order.
+        problems: Vec<Problem>,
+    },
+}
+
+/// One failed validation rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path, e.g. `server.batch-size`.
+    pub key: String,
+    /// What is wrong with it.
+    pub message: String,
+    /// 1-based line and column of the value in the file, when it came from one.
+    pub location: Option<(usize, usize)>,
+}
+
+fn located(
+    file: &str,
+    location: Option<(usize, usize)>,
+    key: Option<&str>,
+    message: &str,
+) -> String {
+    let mut out = String::from(file);
+    if let Some((line, column)) = location {
+        out.push_str(&format!(":{line}:{column}"));
+    }
+    if let Some(key) = key {
+        out.push_str(": ");
+        out.push_str(key);
+    }
+    out.push_str(": ");
+    out.push_str(message);
+    out
+}
+
+fn problems_to_string(file: Option<&str>, problems: &[Problem]) -> String {
+    let file = file.unwrap_or("configuration");
+    problems
+        .iter()
+        .map(|p| located(file, p.location, Some(&p.key), &p.message))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// 1-based line and column (counted in characters) of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+/// Upper bound of `server.workers`.
+pub const MAX_WORKERS: usize = 4096;
+/// Upper bound of `server.batch-size`.
+pub const MAX_BATCH_SIZE: usize = 1024;
+
+impl Config {
+    /// Reads and validates a file; `None` gives the built-in defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates TOML text; `name` is used in error messages.
+    pub fn parse(text: &str, name: &str) -> Result<Config, ConfigError> {
+        let config = Config::deserialize_located(text, name)?;
+        let problems = config.problems();
+        if problems.is_empty() {
+            return Ok(config);
+        }
+        let spans = value_spans(text);
+        let problems = problems
+            .into_iter()
+            .map(|mut p| {
+                p.location = spans.get(&p.key).map(|&offset| line_col(text, offset));
+                p
+            })
+            .collect();
+        Err(ConfigError::Validation {
+            file: Some(name.to_owned()),
+            problems,
+        })
+    }
+
+    /// Checks the value ranges; for configurations built or changed in code (CLI overrides).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let problems = self.problems();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Validation {
+                file: None,
+                problems,
+            })
+        }
+    }
+
+    /// Applies the `meridian serve` flags: a non-empty `listen` replaces `server.listen`,
+    /// `workers` and `backend` replace theirs. Call [`Config::validate`] afterwards.
+    pub fn apply_overrides(
+        &mut self,
+        listen: &[SocketAddr],
+        workers: Option<usize>,
+        backend: Option<BackendKind>,
+    ) {
+        if !listen.is_empty() {
+            self.server.listen = listen.to_vec();
+        }
+        if let Some(workers) = workers {
+            self.server.workers = workers;
+        }
+        if let Some(backend) = backend {
+            self.server.backend = backend;
+        }
+    }
+
+    fn deserialize_located(text: &str, name: &str) -> Result<Config, ConfigError> {
+        let deserializer = toml::Deserializer::new(text);
+        serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let (line, column) = line_col(text, inner.span().map_or(0, |s| s.start));
+            // toml's syntax messages span lines ("invalid string\nexpected ..."): keep one line.
+            let message = inner
+                .message()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let span = inner.span().unwrap_or(0..0);
+            let message = if message == "invalid socket address syntax" {
+                // std's message omits the value and the expected form.
+                let value = text.get(span).unwrap_or("").trim();
+                format!("invalid socket address {value}, expected IP:PORT like \"0.0.0.0:123\" or \"[::]:123\"")
+            } else {
+                message
+            };
+            let (key, message) = if let Some(rest) = message.strip_prefix("unknown field `") {
+                // serde's path ends with the unknown key itself; name the table holding it.
+                let table = match path.rsplit_once('.') {
+                    Some((table, _)) => format!("[{table}]"),
+                    None => "the top level".to_owned(),
+                };
+                let message = match rest.split_once("`, ") {
+                    Some((field, expected)) => {
+                        format!("unknown field `{field}` in {table}, {expected}")
+                    }
+                    None => format!("unknown field `{rest} in {table}"),
+                };
+                (None, message)
+            } else if path == "." || path == "?" || path.is_empty() {
+                (None, message)
+            } else {
+                (Some(path), message)
+            };
+            ConfigError::Parse {
+                file: name.to_owned(),
+                line,
+                column,
+                key,
+                message,
+            }
+        })
+    }
+
+    /// Every failed rule, without locations.
+    fn problems(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut problem = |key: &str, message: String| {
+            problems.push(Problem {
+                key: key.to_owned(),
+                message,
+                location: None,
+            })
+        };
+        let server = &self.server;
+        if server.listen.is_empty() {
+            problem("server.listen", "must name at least one address".to_owned());
+        }
+        for (i, addr) in server.listen.iter().enumerate() {
+            if server.listen[..i].contains(addr) {
+                problem("server.listen", format!("duplicate address {addr}"));
+            }
+        }
+        if server.workers > MAX_WORKERS {
+            problem(
+                "server.workers",
+                format!(
+                    "must be at most {MAX_WORKERS} (0 = one per core), got {}",
+                    server.workers
+                ),
+            );
+        }
+        for (i, core) in server.cores.iter().enumerate() {
+            if server.cores[..i].contains(core) {
+                problem("server.cores", format!("duplicate core {core}"));
+            }
+        }
+        if !(1..=MAX_BATCH_SIZE).contains(&server.batch_size) {
+            problem(
+                "server.batch-size",
+                format!("must be in 1..={MAX_BATCH_SIZE}, got {}", server.batch_size),
+            );
+        }
+        if !(1..=15).contains(&self.clock.local_stratum) {
+            problem(
+                "clock.local-stratum",
+                format!("must be in 1..=15, got {}", self.clock.local_stratum),
+            );
+        }
+        if let Err(message) = check_log_level(&self.log.level) {
+            problem("log.level", message);
+        }
+        problems
+    }
+}
+
+/// `level` must be an `EnvFilter` directive list. A bare word that is not a level (`verbose`,
+/// `warning`) parses as "every level of target `verbose`", which silences everything else; it is
+/// almost always a typo, so it is rejected unless it names one of meridian's own crates.
+fn check_log_level(level: &str) -> Result<(), String> {
+    use tracing_subscriber::filter::LevelFilter;
+    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(level) {
+        return Err(format!("not a tracing filter ({e}): {level:?}"));
+    }
+    for directive in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let bare = !directive.contains(['=', '[']);
+        if bare && directive.parse::<LevelFilter>().is_err() && !directive.starts_with("meridian") {
+            return Err(format!(
+                "not a tracing filter: `{directive}` is not a level (off, error, warn, info, \
+                 debug, trace); for a target write `{directive}=LEVEL`"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Byte offsets of the values of two-level keys (`server.workers` → offset), for pointing
+/// validation errors at a line. Only called on text that already parsed.
+fn value_spans(text: &str) -> BTreeMap<String, usize> {
+    type Tables = BTreeMap<String, BTreeMap<String, toml::Spanned<toml::Value>>>;
+    let Ok(tables) = toml::from_str::<Tables>(text) else {
+        return BTreeMap::new();
+    };
+    tables
+        .into_iter()
+        .flat_map(|(table, keys)| {
+            keys.into_iter()
+                .map(move |(key, value)| (format!("{table}.{key}"), value.span().start))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "meridian.toml")
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn empty_file_and_no_file_give_defaults() {
+        let empty = parse("").unwrap();
+        assert_eq!(empty, Config::default());
+        assert_eq!(Config::load(None).unwrap(), Config::default());
+        let d = Config::default();
+        assert_eq!(
+            d.server.listen,
+            vec![
+                "0.0.0.0:123".parse::<SocketAddr>().unwrap(),
+                "[::]:123".parse().unwrap()
+            ]
+        );
+        assert_eq!(d.server.workers, 0);
+        assert!(d.server.cores.is_empty());
+        assert_eq!(d.server.backend, BackendKind::Auto);
+        assert_eq!(d.server.batch_size, 32);
+        assert_eq!(d.clock.local_stratum, 10);
+        assert_eq!(d.log.level, "info");
+        d.validate().unwrap();
+    }
+
+    #[test]
+    fn empty_tables_and_comments_give_defaults() {
+        let c = parse("# nothing\n[server]\n[clock]\n[log]\n").unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn partial_table_keeps_other_defaults() {
+        let c = parse("[server]\nworkers = 3\n").unwrap();
+        assert_eq!(c.server.workers, 3);
+        assert_eq!(c.server.listen, ServerConfig::default().listen);
+        assert_eq!(c.server.batch_size, 32);
+        assert_eq!(c.clock, ClockConfig::default());
+    }
+
+    #[test]
+    fn full_example() {
+        let text = r#"
+[server]
+listen = ["127.0.0.1:1123", "[::1]:1123"]
+workers = 2
+cores = [0, 1]
+backend = "udp"
+batch-size = 1024
+
+[clock]
+local-stratum = 1
+
+[log]
+level = "meridian=trace,warn"
+"#;
+        let c = parse(text).unwrap();
+        assert_eq!(
+            c,
+            Config {
+                server: ServerConfig {
+                    listen: vec![
+                        "127.0.0.1:1123".parse().unwrap(),
+                        "[::1]:1123".parse().unwrap()
+                    ],
+                    workers: 2,
+                    cores: vec![0, 1],
+                    backend: BackendKind::Udp,
+                    batch_size: 1024,
+                },
+                clock: ClockConfig { local_stratum: 1 },
+                log: LogConfig {
+                    level: "meridian=trace,warn".into()
+                },
+            }
+        );
+    }
+
+    #[test]
+    fn dotted_keys_and_inline_tables_work() {
+        let c = parse("server.workers = 5\nclock = { local-stratum = 3 }\n").unwrap();
+        assert_eq!(c.server.workers, 5);
+        assert_eq!(c.clock.local_stratum, 3);
+    }
+
+    #[test]
+    fn every_backend_name_parses() {
+        for (name, kind) in [
+            ("auto", BackendKind::Auto),
+            ("udp", BackendKind::Udp),
+            ("io-uring", BackendKind::IoUring),
+            ("xdp", BackendKind::Xdp),
+        ] {
+            let c = parse(&format!("[server]\nbackend = \"{name}\"\n")).unwrap();
+            assert_eq!(c.server.backend, kind);
+            // The CLI spells them the same way.
+            assert_eq!(
+                <BackendKind as clap::ValueEnum>::from_str(name, false).unwrap(),
+                kind
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_backend_names_key_and_line() {
+        let e = err("[server]\nbackend = \"dpdk\"\n");
+        assert!(
+            e.starts_with("meridian.toml:2:11: server.backend: unknown variant `dpdk`"),
+            "{e}"
+        );
+        assert!(e.contains("`io-uring`"), "{e}");
+    }
+
+    #[test]
+    fn example_file_parses_and_matches_the_docs() {
+        let text = include_str!("../docs/meridian.example.toml");
+        let c = Config::parse(text, "meridian.example.toml").unwrap();
+        assert_eq!(
+            c,
+            Config {
+                server: ServerConfig {
+                    listen: vec![
+                        "192.0.2.10:123".parse().unwrap(),
+                        "[2001:db8::10]:123".parse().unwrap()
+                    ],
+                    workers: 4,
+                    cores: vec![2, 3, 4, 5],
+                    backend: BackendKind::IoUring,
+                    batch_size: 64,
+                },
+                clock: ClockConfig { local_stratum: 8 },
+                log: LogConfig {
+                    level: "meridian=debug,info".into()
+                },
+            }
+        );
+        // Every key of the schema appears in the example, uncommented.
+        for key in [
+            "listen =",
+            "workers =",
+            "cores =",
+            "backend =",
+            "batch-size =",
+            "local-stratum =",
+            "level =",
+        ] {
+            assert!(text.lines().any(|l| l.starts_with(key)), "{key}");
+        }
+    }
+
+    #[test]
+    fn configuration_doc_example_errors_are_real() {
+        let doc = include_str!("../docs/configuration.md");
+        for (text, expected) in doc_error_examples() {
+            assert!(
+                doc.contains(&expected),
+                "docs/configuration.md lacks:\n{expected}"
+            );
+            assert_eq!(err(text), expected);
+        }
+    }
+
+    /// The inputs behind the messages quoted in docs/configuration.md.
+    fn doc_error_examples() -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "[server]\nlisten = [\"0.0.0.0:123\"]\nworkers = \"two\"\n",
+                "meridian.toml:3:11: server.workers: invalid type: string \"two\", expected usize"
+                    .to_owned(),
+            ),
+            (
+                "[server]\nlistn = [\"0.0.0.0:123\"]\n",
+                "meridian.toml:2:1: unknown field `listn` in [server], expected one of \
+                 `listen`, `workers`, `cores`, `backend`, `batch-size`"
+                    .to_owned(),
+            ),
+            (
+                "[server]\nbatch-size = 0\n\n[clock]\nlocal-stratum = 16\n",
+                "meridian.toml:2:14: server.batch-size: must be in 1..=1024, got 0\n\
+                 meridian.toml:5:17: clock.local-stratum: must be in 1..=15, got 16"
+                    .to_owned(),
+            ),
+            (
+                "[server]\nworkers = 2\nbatch-size = = 3\n",
+                "meridian.toml:3:14: invalid string, expected `\"`, `'`".to_owned(),
+            ),
+        ]
+    }
+
+    #[test]
+    fn unknown_key_names_table_and_line() {
+        let e = err("[server]\nworkers = 2\n\n\n\n\nlistn = []\n");
+        assert!(
+            e.starts_with("meridian.toml:7:1: unknown field `listn` in [server], expected one of"),
+            "{e}"
+        );
+        let e = err("[clock]\nstratum = 3\n");
+        assert!(
+            e.starts_with(
+                "meridian.toml:2:1: unknown field `stratum` in [clock], expected `local-stratum`"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_table_is_rejected() {
+        let e = err("[server]\n\n[sever]\nworkers = 1\n");
+        assert!(
+            e.starts_with("meridian.toml:3:2: unknown field `sever` in the top level, expected one of `server`, `clock`, `log`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_key_path_and_line() {
+        let e = err("# comment\n\n[server]\nworkers = \"two\"\n");
+        assert_eq!(
+            e,
+            "meridian.toml:4:11: server.workers: invalid type: string \"two\", expected usize"
+        );
+        let e = err("[server]\nlisten = [\"0.0.0.0:123\", \"nonsense\"]\n");
+        assert_eq!(
+            e,
+            "meridian.toml:2:26: server.listen[1]: invalid socket address \"nonsense\", \
+             expected IP:PORT like \"0.0.0.0:123\" or \"[::]:123\""
+        );
+        let e = err("[server]\nlisten = [\"0.0.0.0\"]\n");
+        assert!(
+            e.contains("invalid socket address \"0.0.0.0\", expected IP:PORT"),
+            "{e}"
+        );
+        let e = err("[server]\ncores = [1, -2]\n");
+        assert!(
+            e.starts_with("meridian.toml:2:13: server.cores[1]: "),
+            "{e}"
+        );
+        let e = err("[clock]\nlocal-stratum = 300\n");
+        assert!(
+            e.starts_with("meridian.toml:2:17: clock.local-stratum: "),
+            "{e}"
+        );
+        let e = err("server = 3\n");
+        assert!(
+            e.starts_with("meridian.toml:1:10: server: invalid type"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_is_a_structured_error() {
+        match parse("[log]\nlevel = 3\n").unwrap_err() {
+            ConfigError::Parse {
+                file,
+                line,
+                column,
+                key,
+                message,
+            } => {
+                assert_eq!(file, "meridian.toml");
+                assert_eq!((line, column), (2, 9));
+                assert_eq!(key.as_deref(), Some("log.level"));
+                assert!(
+                    message.starts_with("invalid type: integer `3`"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn syntax_error_names_line_and_column() {
+        let e = err("[server]\nworkers = 2\nbatch-size = = 3\n");
+        assert!(e.starts_with("meridian.toml:3:"), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+        let e = err("[server\n");
+        assert!(e.starts_with("meridian.toml:1:"), "{e}");
+        let e = err("[server]\nworkers = 1\nworkers = 2\n");
+        assert!(e.starts_with("meridian.toml:3:1: "), "{e}");
+        assert!(e.contains("duplicate key"), "{e}");
+    }
+
+    #[test]
+    fn line_col_counts_characters() {
+        let text = "ab\nçd\n";
+        assert_eq!(line_col(text, 0), (1, 1));
+        assert_eq!(line_col(text, 2), (1, 3));
+        assert_eq!(line_col(text, 3), (2, 1));
+        assert_eq!(line_col(text, 5), (2, 2));
+        assert_eq!(line_col(text, 4), (2, 1)); // inside 'ç': rounds down
+        assert_eq!(line_col(text, 100), (3, 1));
+    }
+
+    fn problems(text: &str) -> Vec<Problem> {
+        match parse(text).unwrap_err() {
+            ConfigError::Validation { problems, .. } => problems,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn listen_must_not_be_empty() {
+        let p = problems("[server]\nlisten = []\n");
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].key, "server.listen");
+        assert_eq!(p[0].location, Some((2, 10)));
+        assert_eq!(
+            err("[server]\nlisten = []\n"),
+            "meridian.toml:2:10: server.listen: must name at least one address"
+        );
+    }
+
+    #[test]
+    fn listen_rejects_duplicates() {
+        let e = err("[server]\nlisten = [\"127.0.0.1:123\", \"[::]:123\", \"127.0.0.1:123\"]\n");
+        assert_eq!(
+            e,
+            "meridian.toml:2:10: server.listen: duplicate address 127.0.0.1:123"
+        );
+        // Same address, different port: fine.
+        parse("[server]\nlisten = [\"127.0.0.1:123\", \"127.0.0.1:1123\"]\n").unwrap();
+    }
+
+    #[test]
+    fn batch_size_range() {
+        for ok in [1, 32, 1024] {
+            parse(&format!("[server]\nbatch-size = {ok}\n")).unwrap();
+        }
+        for bad in [0, 1025, 100_000] {
+            let e = err(&format!("[server]\nbatch-size = {bad}\n"));
+            assert_eq!(
+                e,
+                format!("meridian.toml:2:14: server.batch-size: must be in 1..=1024, got {bad}")
+            );
+        }
+    }
+
+    #[test]
+    fn workers_limit() {
+        parse("[server]\nworkers = 4096\n").unwrap();
+        parse("[server]\nworkers = 0\n").unwrap();
+        let e = err("[server]\nworkers = 4097\n");
+        assert_eq!(
+            e,
+            "meridian.toml:2:11: server.workers: must be at most 4096 (0 = one per core), got 4097"
+        );
+    }
+
+    #[test]
+    fn cores_must_be_unique() {
+        parse("[server]\ncores = [0, 1, 2]\n").unwrap();
+        let e = err("[server]\ncores = [0, 1, 0]\n");
+        assert_eq!(e, "meridian.toml:2:9: server.cores: duplicate core 0");
+    }
+
+    #[test]
+    fn local_stratum_range() {
+        for ok in [1, 10, 15] {
+            parse(&format!("[clock]\nlocal-stratum = {ok}\n")).unwrap();
+        }
+        for bad in [0, 16, 255] {
+            let e = err(&format!("[clock]\nlocal-stratum = {bad}\n"));
+            assert_eq!(
+                e,
+                format!("meridian.toml:2:17: clock.local-stratum: must be in 1..=15, got {bad}")
+            );
+        }
+    }
+
+    #[test]
+    fn log_level_must_be_a_filter() {
+        for ok in [
+            "info",
+            "debug",
+            "warn,meridian=trace",
+            "meridian::io=debug",
+            "off",
+        ] {
+            parse(&format!("[log]\nlevel = \"{ok}\"\n")).unwrap();
+        }
+        parse("[log]\nlevel = \"meridian\"\n").unwrap();
+        parse("[log]\nlevel = \"tokio=off,info\"\n").unwrap();
+        for bad in ["loud", "info,warning", "meridian=verbose", "[{", "=info"] {
+            let e = err(&format!("[log]\nlevel = \"{bad}\"\n"));
+            assert!(
+                e.starts_with("meridian.toml:2:9: log.level: not a tracing filter"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn all_problems_are_reported_together() {
+        let text = "[server]\nlisten = []\nworkers = 5000\ncores = [1, 1]\nbatch-size = 0\n\
+                    [clock]\nlocal-stratum = 0\n[log]\nlevel = \"=\"\n";
+        let keys: Vec<String> = problems(text).into_iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "server.listen",
+                "server.workers",
+                "server.cores",
+                "server.batch-size",
+                "clock.local-stratum",
+                "log.level"
+            ]
+        );
+        assert_eq!(err(text).lines().count(), 6);
+    }
+
+    #[test]
+    fn validation_lines_for_dotted_keys() {
+        let e = err("\nserver.batch-size = 0\n");
+        assert_eq!(
+            e,
+            "meridian.toml:2:21: server.batch-size: must be in 1..=1024, got 0"
+        );
+    }
+
+    #[test]
+    fn overrides_replace_and_validate() {
+        let mut c = parse("[server]\nlisten = [\"0.0.0.0:123\"]\nworkers = 2\n").unwrap();
+        c.apply_overrides(&[], None, None);
+        assert_eq!(c.server.listen, vec!["0.0.0.0:123".parse().unwrap()]);
+        assert_eq!(c.server.workers, 2);
+        let addrs: Vec<SocketAddr> = vec!["127.0.0.1:1123".parse().unwrap()];
+        c.apply_overrides(&addrs, Some(9000), Some(BackendKind::Xdp));
+        assert_eq!(c.server.listen, addrs);
+        assert_eq!(c.server.backend, BackendKind::Xdp);
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "configuration: server.workers: must be at most 4096 (0 = one per core), got 9000"
+        );
+    }
+
+    #[test]
+    fn load_reads_files_and_names_them() {
+        let dir = std::env::temp_dir().join(format!("meridian-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.toml");
+        std::fs::write(&path, "[server]\nworkers = \"x\"\n").unwrap();
+        let e = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{}:2:11: server.workers:", path.display())),
+            "{e}"
+        );
+        std::fs::write(&path, "[server]\nworkers = 7\n").unwrap();
+        assert_eq!(Config::load(Some(&path)).unwrap().server.workers, 7);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.toml");
+        match Config::load(Some(&missing)).unwrap_err() {
+            ConfigError::Io { path, .. } => assert_eq!(path, missing.display().to_string()),
+            other => panic!("{other:?}"),
+        }
+    }
+}
