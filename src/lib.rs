@@ -3,4 +3,9 @@
 //! See `docs/architecture.md` for the path of one request through these modules.
 
 pub mod clock;
+pub mod config;
+pub mod io;
 pub mod proto;
+pub mod query;
+pub mod server;
+pub mod sys;

@@ -122,13 +122,7 @@ pub fn refid_text(stratum: u8, refid: [u8; 4]) -> String {
         refid
             .iter()
             .take_while(|b| **b != 0)
-            .map(|&b| {
-                if b.is_ascii_graphic() {
-                    b as char
-                } else {
-                    '?'
-                }
-            })
+            .map(|&b| if b.is_ascii_graphic() { b as char } else { '?' })
             .collect()
     }
 }

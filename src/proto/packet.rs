@@ -53,11 +53,12 @@ impl Leap {
 }
 
 /// Association mode (3 bits).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Mode {
     Reserved = 0,
     SymmetricActive = 1,
     SymmetricPassive = 2,
+    #[default]
     Client = 3,
     Server = 4,
     Broadcast = 5,
@@ -235,12 +236,6 @@ pub struct Header {
     pub origin_ts: NtpTimestamp,
     pub receive_ts: NtpTimestamp,
     pub transmit_ts: NtpTimestamp,
-}
-
-impl Default for Mode {
-    fn default() -> Self {
-        Mode::Client
-    }
 }
 
 impl Header {

@@ -17,9 +17,7 @@
 //! * a request carrying a legacy MAC gets a crypto-NAK (no symmetric keys are configured);
 //!   extension fields are walked and skipped, and malformed ones make the request dropped.
 
-use super::packet::{
-    field, li_vn_mode, Header, Leap, Mode, PacketError, PacketView, HEADER_LEN,
-};
+use super::packet::{field, li_vn_mode, Header, Leap, Mode, PacketError, PacketView, HEADER_LEN};
 use super::time::{NtpShort, NtpTimestamp, UnixNanos};
 use crate::clock::ClockSnapshot;
 

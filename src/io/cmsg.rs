@@ -1,0 +1,230 @@
+//! Control messages of received datagrams, parsed with bounds-checked byte reads (no pointer
+//! casts): kernel receive timestamps (SCM_TIMESTAMPING / SCM_TIMESTAMPNS) and the destination
+//! address (IP_PKTINFO / IPV6_PKTINFO). Also writes the PKTINFO message that makes a reply leave
+//! from the address the request was sent to. Shared by the UDP and io_uring backends.
+
+use std::mem::size_of;
+
+use crate::proto::UnixNanos;
+
+/// What the control messages of one datagram said.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecvMeta {
+    /// Software (kernel) receive timestamp.
+    pub software: Option<UnixNanos>,
+    /// Hardware receive timestamp (in the NIC's clock; mapping to system time is the caller's).
+    pub hardware: Option<UnixNanos>,
+    /// The datagram's destination address and arrival interface.
+    pub dst: Option<PktInfo>,
+}
+
+/// Destination address and interface of a received datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PktInfo {
+    V4 { addr: [u8; 4], ifindex: i32 },
+    V6 { addr: [u8; 16], ifindex: u32 },
+}
+
+// Linux cmsg layout: a header { len: size_t, level: int, type: int } padded to size_t
+// alignment, then the data; each message padded to size_t alignment.
+const ALIGN: usize = size_of::<usize>();
+const HDR_LEN: usize = align(size_of::<usize>() + 2 * size_of::<i32>());
+
+const fn align(n: usize) -> usize {
+    (n + ALIGN - 1) & !(ALIGN - 1)
+}
+
+/// Space one control message with `data_len` bytes of data takes (CMSG_SPACE).
+pub const fn space(data_len: usize) -> usize {
+    HDR_LEN + align(data_len)
+}
+
+/// Reads one control-message buffer (as filled in by recvmsg, `msg_controllen` bytes).
+pub fn parse(control: &[u8]) -> RecvMeta {
+    let mut meta = RecvMeta::default();
+    let mut pos = 0;
+    while let Some(hdr) = control.get(pos..pos + HDR_LEN) {
+        let len = read_usize(hdr, 0);
+        let level = read_i32(hdr, size_of::<usize>());
+        let kind = read_i32(hdr, size_of::<usize>() + 4);
+        if len < HDR_LEN || pos + len > control.len() {
+            break;
+        }
+        let data = &control[pos + HDR_LEN..pos + len];
+        match (level, kind) {
+            (libc::SOL_SOCKET, libc::SO_TIMESTAMPING) => {
+                // struct scm_timestamping { struct timespec ts[3]; }: [0] software, [2] raw HW.
+                meta.software = read_timespec(data, 0);
+                meta.hardware = read_timespec(data, 2 * size_of::<libc::timespec>());
+            }
+            (libc::SOL_SOCKET, libc::SO_TIMESTAMPNS) => {
+                meta.software = read_timespec(data, 0);
+            }
+            (libc::IPPROTO_IP, libc::IP_PKTINFO) if data.len() >= 12 => {
+                // struct in_pktinfo { int ipi_ifindex; in_addr ipi_spec_dst; in_addr ipi_addr; }
+                let ifindex = read_i32(data, 0);
+                let mut addr = [0u8; 4];
+                addr.copy_from_slice(&data[8..12]);
+                meta.dst = Some(PktInfo::V4 { addr, ifindex });
+            }
+            (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) if data.len() >= 20 => {
+                // struct in6_pktinfo { in6_addr ipi6_addr; unsigned ipi6_ifindex; }
+                let mut addr = [0u8; 16];
+                addr.copy_from_slice(&data[..16]);
+                let ifindex = read_i32(data, 16) as u32;
+                meta.dst = Some(PktInfo::V6 { addr, ifindex });
+            }
+            _ => {}
+        }
+        pos += align(len);
+    }
+    meta
+}
+
+/// Writes the PKTINFO control message that sets a reply's source address (and, for IPv6, its
+/// interface) into `out`; returns the bytes used (0 if `out` is too small).
+pub fn write_pktinfo(info: &PktInfo, out: &mut [u8]) -> usize {
+    let (level, kind, data_len) = match info {
+        PktInfo::V4 { .. } => (libc::IPPROTO_IP, libc::IP_PKTINFO, 12),
+        PktInfo::V6 { .. } => (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, 20),
+    };
+    let total = space(data_len);
+    let Some(buf) = out.get_mut(..total) else {
+        return 0;
+    };
+    buf.fill(0);
+    let len = HDR_LEN + data_len;
+    buf[..size_of::<usize>()].copy_from_slice(&len.to_ne_bytes());
+    buf[size_of::<usize>()..size_of::<usize>() + 4].copy_from_slice(&level.to_ne_bytes());
+    buf[size_of::<usize>() + 4..size_of::<usize>() + 8].copy_from_slice(&kind.to_ne_bytes());
+    let data = &mut buf[HDR_LEN..HDR_LEN + data_len];
+    match info {
+        PktInfo::V4 { addr, .. } => {
+            // ipi_ifindex 0 (let routing choose); ipi_spec_dst = our source address (ip(7));
+            // ipi_addr, ignored on send, carries the same address.
+            data[4..8].copy_from_slice(addr);
+            data[8..12].copy_from_slice(addr);
+        }
+        PktInfo::V6 { addr, ifindex } => {
+            data[..16].copy_from_slice(addr);
+            data[16..20].copy_from_slice(&ifindex.to_ne_bytes());
+        }
+    }
+    total
+}
+
+fn read_usize(b: &[u8], at: usize) -> usize {
+    let mut a = [0u8; size_of::<usize>()];
+    a.copy_from_slice(&b[at..at + size_of::<usize>()]);
+    usize::from_ne_bytes(a)
+}
+
+fn read_i32(b: &[u8], at: usize) -> i32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    i32::from_ne_bytes(a)
+}
+
+fn read_i64(b: &[u8], at: usize) -> i64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    i64::from_ne_bytes(a)
+}
+
+/// A `struct timespec` at `at`, or None when absent or all zero (the kernel leaves unused
+/// slots of scm_timestamping zeroed).
+fn read_timespec(data: &[u8], at: usize) -> Option<UnixNanos> {
+    // 64-bit Linux: time_t and long are both 8 bytes.
+    const _: () = assert!(size_of::<libc::timespec>() == 16);
+    let b = data.get(at..at + 16)?;
+    let (secs, nanos) = (read_i64(b, 0), read_i64(b, 8));
+    if (secs == 0 && nanos == 0) || !(0..1_000_000_000).contains(&nanos) {
+        return None;
+    }
+    Some(UnixNanos::from_parts(secs, nanos as u32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(level: i32, kind: i32, data: &[u8]) -> Vec<u8> {
+        let mut v = vec![0u8; space(data.len())];
+        let len = HDR_LEN + data.len();
+        v[..8].copy_from_slice(&len.to_ne_bytes());
+        v[8..12].copy_from_slice(&level.to_ne_bytes());
+        v[12..16].copy_from_slice(&kind.to_ne_bytes());
+        v[HDR_LEN..HDR_LEN + data.len()].copy_from_slice(data);
+        v
+    }
+
+    fn timespec(secs: i64, nanos: i64) -> Vec<u8> {
+        [secs.to_ne_bytes(), nanos.to_ne_bytes()].concat()
+    }
+
+    #[test]
+    fn parses_timestamping_and_pktinfo() {
+        let mut ts = timespec(1_700_000_000, 123);
+        ts.extend(timespec(0, 0));
+        ts.extend(timespec(0, 0));
+        let mut buf = msg(libc::SOL_SOCKET, libc::SO_TIMESTAMPING, &ts);
+        let mut pi = vec![0u8; 12];
+        pi[..4].copy_from_slice(&3i32.to_ne_bytes());
+        pi[8..12].copy_from_slice(&[127, 0, 0, 9]);
+        buf.extend(msg(libc::IPPROTO_IP, libc::IP_PKTINFO, &pi));
+        let m = parse(&buf);
+        assert_eq!(m.software, Some(UnixNanos::from_parts(1_700_000_000, 123)));
+        assert_eq!(m.hardware, None);
+        assert_eq!(
+            m.dst,
+            Some(PktInfo::V4 {
+                addr: [127, 0, 0, 9],
+                ifindex: 3
+            })
+        );
+    }
+
+    #[test]
+    fn truncated_or_garbage_buffers_are_harmless() {
+        let ts = timespec(5, 6);
+        let buf = msg(libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, &ts);
+        for cut in 0..buf.len() {
+            let m = parse(&buf[..cut]);
+            assert_eq!(m.software, None, "cut at {cut}");
+        }
+        assert_eq!(parse(&buf).software, Some(UnixNanos::from_parts(5, 6)));
+        let mut bad = buf.clone();
+        bad[..8].copy_from_slice(&usize::MAX.to_ne_bytes());
+        assert_eq!(parse(&bad), RecvMeta::default());
+        assert_eq!(parse(&[0xff; 100]), RecvMeta::default());
+    }
+
+    #[test]
+    fn pktinfo_roundtrip() {
+        for info in [
+            PktInfo::V6 {
+                addr: [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                ifindex: 7,
+            },
+            PktInfo::V4 {
+                addr: [10, 1, 2, 3],
+                ifindex: 0,
+            },
+        ] {
+            let mut out = [0u8; 64];
+            let n = write_pktinfo(&info, &mut out);
+            assert!(n > 0);
+            assert_eq!(parse(&out[..n]).dst, Some(info));
+        }
+        assert_eq!(
+            write_pktinfo(
+                &PktInfo::V4 {
+                    addr: [0; 4],
+                    ifindex: 0
+                },
+                &mut [0u8; 8]
+            ),
+            0
+        );
+    }
+}

@@ -1,0 +1,81 @@
+//! Data-plane backends behind one seam. A backend opens its sockets (or rings) in the main
+//! thread, so bind errors surface before any worker starts, and hands one [`WorkerIo`] to each
+//! pinned worker, which runs it until the stop flag is set.
+//!
+//! With `sys/`, this is the only home of `unsafe`; control-message parsing (timestamps,
+//! destination addresses) lives in [`cmsg`] and is shared by every socket-based backend.
+
+pub mod cmsg;
+pub mod udp;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crate::clock::{SharedClock, TimestampQuality};
+use crate::server::counters::PaddedCounters;
+
+/// What a worker's backend loop gets from the runtime.
+pub struct WorkerContext {
+    /// Worker index (0-based).
+    pub id: usize,
+    pub clock: Arc<SharedClock>,
+    pub counters: Arc<PaddedCounters>,
+    /// Set on SIGINT/SIGTERM; loops must notice within ~100 ms.
+    pub stop: Arc<AtomicBool>,
+    /// Packets per receive/send call.
+    pub batch: usize,
+}
+
+/// One worker's share of a backend.
+pub trait WorkerIo: Send {
+    /// Serves until `ctx.stop` is set. Errors end the worker (and are logged by the runtime).
+    fn run(&mut self, ctx: &WorkerContext) -> std::io::Result<()>;
+}
+
+/// A backend opened for N workers.
+pub struct Opened {
+    /// The backend's name as logged (`udp`, `udp-portable`, `io-uring`, `xdp`).
+    pub name: &'static str,
+    pub workers: Vec<Box<dyn WorkerIo>>,
+    /// The addresses actually bound (ports resolved when 0 was asked for).
+    pub bound: Vec<SocketAddr>,
+    /// The receive-timestamp quality every socket achieved (the worst of them).
+    pub rx_stamping: TimestampQuality,
+}
+
+/// Why a listening socket could not be set up, worded for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(
+        "cannot bind {addr}: permission denied. Ports below 1024 need root or the \
+         CAP_NET_BIND_SERVICE capability (e.g. `setcap cap_net_bind_service=+ep $(which meridian)`); \
+         or listen on a high port, e.g. `--listen 127.0.0.1:1123`"
+    )]
+    Permission { addr: SocketAddr },
+    #[error(
+        "cannot bind {addr}: address already in use. Another NTP server (chronyd, ntpd, \
+         systemd-timesyncd does not serve) or another meridian may hold the port: stop it, or \
+         choose another port with --listen"
+    )]
+    InUse { addr: SocketAddr },
+    #[error("cannot bind {addr}: the address is not configured on this host")]
+    NotAvailable { addr: SocketAddr },
+    #[error("cannot set up {addr}: {source}")]
+    Other {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl SetupError {
+    /// Maps a bind/setup error for `addr` to its operator-facing variant.
+    pub fn from_io(addr: SocketAddr, e: std::io::Error) -> SetupError {
+        match e.kind() {
+            std::io::ErrorKind::PermissionDenied => SetupError::Permission { addr },
+            std::io::ErrorKind::AddrInUse => SetupError::InUse { addr },
+            std::io::ErrorKind::AddrNotAvailable => SetupError::NotAvailable { addr },
+            _ => SetupError::Other { addr, source: e },
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! Linux UDP: per-worker SO_REUSEPORT sockets, recvmmsg/sendmmsg batches, kernel receive
+//! timestamps (SO_TIMESTAMPING, else SO_TIMESTAMPNS, else a user-space read per batch) and
+//! PKTINFO so replies on wildcard sockets leave from the address the request was sent to.
+
+use std::mem::{size_of, zeroed};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::Ordering;
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::clock::{RawStamp, TimestampQuality};
+use crate::io::cmsg;
+use crate::io::{Opened, SetupError, WorkerContext, WorkerIo};
+use crate::proto::{DropReason, MAX_REPLY_LEN};
+use crate::server::counters::Tally;
+use crate::server::handler;
+use crate::sys;
+
+/// Receive buffer per datagram: larger than any request we read, so a longer one is seen whole
+/// (and dropped as too long) and only datagrams beyond this are cut (MSG_TRUNC).
+const RX_BUF: usize = 2048;
+/// Control buffer per datagram: timestamping (3 timespecs) + PKTINFO, with room to spare.
+const RX_CTRL: usize = 256;
+/// Reply slot: the longest reply rounded up.
+const TX_BUF: usize = 64;
+/// Control buffer per reply: one PKTINFO message.
+const TX_CTRL: usize = cmsg::space(20);
+/// How long poll(2) waits before the stop flag is looked at again.
+const POLL_MS: i32 = 100;
+/// Batches drained from one socket before the others (and the stop flag) get a turn.
+const ROUNDS_PER_WAKE: usize = 16;
+/// Kernel socket buffer asked for (the kernel caps it at net.core.rmem_max).
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// SOF_TIMESTAMPING_* flags: software receive stamps, reported in SCM_TIMESTAMPING.
+const TIMESTAMPING_RX_SOFTWARE: u32 =
+    libc::SOF_TIMESTAMPING_RX_SOFTWARE | libc::SOF_TIMESTAMPING_SOFTWARE;
+
+/// One bound socket of a worker.
+struct Listener {
+    fd: OwnedFd,
+    /// Bound to a wildcard address: replies need PKTINFO to carry the right source address.
+    wildcard: bool,
+    stamping: TimestampQuality,
+}
+
+/// The backend state of one worker: its sockets and its preallocated batch buffers.
+pub struct UdpWorker {
+    listeners: Vec<Listener>,
+    rx: Batch<RX_BUF, RX_CTRL>,
+    tx: Batch<TX_BUF, TX_CTRL>,
+}
+
+/// Opens one SO_REUSEPORT socket per worker and address.
+pub fn open(listen: &[SocketAddr], workers: usize, batch: usize) -> Result<Opened, SetupError> {
+    let batch = batch.clamp(1, MAX_BATCH);
+    // Ask for each address once without SO_REUSEPORT: if anyone holds the port, we hear it as
+    // EADDRINUSE here instead of silently sharing the port with another reuseport group.
+    let mut bound = Vec::with_capacity(listen.len());
+    for &addr in listen {
+        let probe = new_socket(addr).map_err(|e| SetupError::from_io(addr, e))?;
+        probe
+            .bind(&addr.into())
+            .map_err(|e| SetupError::from_io(addr, e))?;
+        let local = probe
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .unwrap_or(addr);
+        bound.push(local);
+    }
+    let mut out: Vec<Box<dyn WorkerIo>> = Vec::with_capacity(workers);
+    let mut worst = TimestampQuality::Hardware;
+    for _ in 0..workers {
+        let mut listeners = Vec::with_capacity(bound.len());
+        for &addr in &bound {
+            let l = open_listener(addr).map_err(|e| SetupError::from_io(addr, e))?;
+            worst = worst.max(l.stamping);
+            listeners.push(l);
+        }
+        out.push(Box::new(UdpWorker {
+            listeners,
+            rx: Batch::with_capacity(batch),
+            tx: Batch::with_capacity(batch),
+        }));
+    }
+    Ok(Opened {
+        name: "udp",
+        workers: out,
+        bound,
+        rx_stamping: worst,
+    })
+}
+
+fn new_socket(addr: SocketAddr) -> std::io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // Let [::]:123 and 0.0.0.0:123 coexist as two listeners.
+        s.set_only_v6(true)?;
+    }
+    Ok(s)
+}
+
+fn open_listener(addr: SocketAddr) -> std::io::Result<Listener> {
+    let s = new_socket(addr)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    // Best effort: a larger buffer absorbs bursts; the kernel caps it silently.
+    let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+    s.bind(&SockAddr::from(addr))?;
+    let wildcard = addr.ip().is_unspecified();
+    if wildcard {
+        if addr.is_ipv6() {
+            setsockopt_int(&s, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
+        } else {
+            setsockopt_int(&s, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)?;
+        }
+    }
+    let stamping = enable_rx_timestamps(&s);
+    Ok(Listener {
+        fd: s.into(),
+        wildcard,
+        stamping,
+    })
+}
+
+/// Turns on the best receive timestamps the socket supports and says which it got.
+fn enable_rx_timestamps(s: &Socket) -> TimestampQuality {
+    if setsockopt_int(
+        s,
+        libc::SOL_SOCKET,
+        libc::SO_TIMESTAMPING,
+        TIMESTAMPING_RX_SOFTWARE as i32,
+    )
+    .is_ok()
+    {
+        return TimestampQuality::Kernel;
+    }
+    if setsockopt_int(s, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1).is_ok() {
+        return TimestampQuality::Kernel;
+    }
+    TimestampQuality::User
+}
+
+fn setsockopt_int(s: &Socket, level: i32, name: i32, value: i32) -> std::io::Result<()> {
+    // SAFETY: the fd is a live socket owned by `s`; the option value points at a local i32 whose
+    // size is passed alongside, and the kernel only reads it.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            level,
+            name,
+            (&value as *const i32).cast(),
+            size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Aligned control-message storage.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct Ctrl<const N: usize>([u8; N]);
+
+/// Preallocated message vectors for one recvmmsg/sendmmsg call. The headers point into the
+/// boxed buffers, which never move, so the pointers stay valid wherever the `Batch` goes.
+struct Batch<const BUF: usize, const CTRL: usize> {
+    bufs: Box<[[u8; BUF]]>,
+    ctrl: Box<[Ctrl<CTRL>]>,
+    names: Box<[libc::sockaddr_storage]>,
+    iov: Box<[libc::iovec]>,
+    hdrs: Box<[libc::mmsghdr]>,
+}
+
+// SAFETY: the raw pointers inside `iov` and `hdrs` point only into this Batch's own boxed
+// buffers; moving the Batch to another thread moves their sole owner with them.
+unsafe impl<const B: usize, const C: usize> Send for Batch<B, C> {}
+
+/// The most datagrams one call handles (batch sizes above are capped).
+pub const MAX_BATCH: usize = 1024;
+
+impl<const BUF: usize, const CTRL: usize> Batch<BUF, CTRL> {
+    fn with_capacity(n: usize) -> Self {
+        let mut bufs = vec![[0u8; BUF]; n].into_boxed_slice();
+        let mut ctrl = vec![Ctrl([0u8; CTRL]); n].into_boxed_slice();
+        // SAFETY: sockaddr_storage is plain old data for which all-zero bytes are valid.
+        let mut names = vec![unsafe { zeroed::<libc::sockaddr_storage>() }; n].into_boxed_slice();
+        let mut iov: Box<[libc::iovec]> = bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: BUF,
+            })
+            .collect();
+        let hdrs: Box<[libc::mmsghdr]> = (0..n)
+            .map(|i| {
+                // SAFETY: msghdr/mmsghdr are plain C structs; all-zero is a valid empty value
+                // (null pointers, zero lengths) that the fields below then fill in.
+                let mut h: libc::mmsghdr = unsafe { zeroed() };
+                h.msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+                h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
+                h.msg_hdr.msg_iov = &mut iov[i];
+                h.msg_hdr.msg_iovlen = 1;
+                h.msg_hdr.msg_control = ctrl[i].0.as_mut_ptr().cast();
+                h.msg_hdr.msg_controllen = CTRL;
+                h
+            })
+            .collect();
+        Batch {
+            bufs,
+            ctrl,
+            names,
+            iov,
+            hdrs,
+        }
+    }
+}
+
+impl UdpWorker {
+    /// Receives, answers and sends batches from listener `li` until it has nothing queued (or
+    /// `ROUNDS_PER_WAKE` batches were handled).
+    fn drain(&mut self, li: usize, ctx: &WorkerContext, tally: &mut Tally) -> std::io::Result<()> {
+        let batch = ctx.batch.clamp(1, self.rx.hdrs.len());
+        let fd = self.listeners[li].fd.as_raw_fd();
+        let (wildcard, stamping) = (self.listeners[li].wildcard, self.listeners[li].stamping);
+        for _ in 0..ROUNDS_PER_WAKE {
+            for h in &mut self.rx.hdrs[..batch] {
+                h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
+                h.msg_hdr.msg_controllen = RX_CTRL;
+                h.msg_hdr.msg_flags = 0;
+                h.msg_len = 0;
+            }
+            // SAFETY: `hdrs[..batch]` are initialised mmsghdrs whose name, iovec and control
+            // pointers refer to live buffers of the sizes recorded in them; the kernel writes
+            // at most that much into each. MSG_DONTWAIT: never blocks.
+            let n = unsafe {
+                libc::recvmmsg(
+                    fd,
+                    self.rx.hdrs.as_mut_ptr(),
+                    batch as u32,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                return match e.kind() {
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Ok(()),
+                    _ => Err(e),
+                };
+            }
+            let n = n as usize;
+            // One user-space read per batch: the fallback when the kernel gave no stamp.
+            let user = RawStamp {
+                raw: sys::clock::now(),
+                quality: TimestampQuality::User,
+            };
+            let snap = ctx.clock.load();
+            let mut m = 0;
+            for i in 0..n {
+                let h = &self.rx.hdrs[i];
+                let len = (h.msg_len as usize).min(RX_BUF);
+                let ctrl_len = (h.msg_hdr.msg_controllen).min(RX_CTRL);
+                let meta = cmsg::parse(&self.rx.ctrl[i].0[..ctrl_len]);
+                let rx = match meta.software {
+                    Some(raw) if stamping <= TimestampQuality::Kernel => RawStamp {
+                        raw,
+                        quality: TimestampQuality::Kernel,
+                    },
+                    _ => user,
+                };
+                if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                    tally.received += 1;
+                    tally.drop(DropReason::TooLong);
+                    continue;
+                }
+                let out = &mut self.tx.bufs[m][..MAX_REPLY_LEN];
+                let Some(reply_len) =
+                    handler::answer(&snap, &self.rx.bufs[i][..len], rx, out, tally)
+                else {
+                    continue;
+                };
+                // Address the reply: the request's source, from the request's destination.
+                self.tx.names[m] = self.rx.names[i];
+                let th = &mut self.tx.hdrs[m];
+                th.msg_hdr.msg_namelen = h.msg_hdr.msg_namelen;
+                self.tx.iov[m].iov_len = reply_len;
+                th.msg_hdr.msg_controllen = match meta.dst {
+                    Some(dst) if wildcard => cmsg::write_pktinfo(&dst, &mut self.tx.ctrl[m].0),
+                    _ => 0,
+                };
+                m += 1;
+            }
+            self.send(fd, m, tally);
+            ctx.counters.flush(tally);
+            if n < batch {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the first `m` prepared replies; failures are counted, never waited on.
+    fn send(&mut self, fd: RawFd, m: usize, tally: &mut Tally) {
+        let mut sent = 0;
+        while sent < m {
+            // SAFETY: `hdrs[sent..m]` were prepared by `drain` with names, iovecs and control
+            // buffers inside this batch's live storage; the kernel only reads them (and writes
+            // msg_len). MSG_DONTWAIT: a full socket buffer is an error, not a wait.
+            let r = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    self.tx.hdrs[sent..].as_mut_ptr(),
+                    (m - sent) as u32,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if r > 0 {
+                sent += r as usize;
+                continue;
+            }
+            if r < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            // The message at `sent` failed (buffer full, unreachable, ...): count it, go on.
+            tally.answered -= 1;
+            tally.drop(DropReason::SendFailed);
+            sent += 1;
+        }
+        for (iov, h) in self.tx.iov[..m]
+            .iter_mut()
+            .zip(self.tx.hdrs[..m].iter_mut())
+        {
+            iov.iov_len = TX_BUF;
+            h.msg_hdr.msg_controllen = 0;
+        }
+    }
+}
+
+impl WorkerIo for UdpWorker {
+    fn run(&mut self, ctx: &WorkerContext) -> std::io::Result<()> {
+        let mut pfds: Vec<libc::pollfd> = self
+            .listeners
+            .iter()
+            .map(|l| libc::pollfd {
+                fd: l.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let mut tally = Tally::default();
+        while !ctx.stop.load(Ordering::Relaxed) {
+            // SAFETY: `pfds` is a live array of `pfds.len()` pollfd structs the kernel may
+            // write `revents` into.
+            let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, POLL_MS) };
+            if r < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for (li, p) in pfds.iter().enumerate() {
+                if p.revents & (libc::POLLIN | libc::POLLERR) != 0 {
+                    self.drain(li, ctx, &mut tally)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,100 @@
+//! Portable UDP path: std sockets, one datagram per call, user-space receive timestamps. Every
+//! worker serves every address through clones of the same sockets (no SO_REUSEPORT needed).
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::clock::{RawStamp, TimestampQuality};
+use crate::io::{Opened, SetupError, WorkerContext, WorkerIo};
+use crate::proto::MAX_REPLY_LEN;
+use crate::server::counters::Tally;
+use crate::server::handler;
+use crate::sys;
+
+/// How long a worker blocks in one receive before looking at the stop flag.
+const POLL: Duration = Duration::from_millis(50);
+
+struct PortableWorker {
+    sockets: Vec<UdpSocket>,
+}
+
+/// Binds each address once and gives every worker a clone of each socket.
+pub fn open(listen: &[SocketAddr], workers: usize) -> Result<Opened, SetupError> {
+    let mut sockets = Vec::with_capacity(listen.len());
+    let mut bound = Vec::with_capacity(listen.len());
+    for &addr in listen {
+        let s = UdpSocket::bind(addr).map_err(|e| SetupError::from_io(addr, e))?;
+        let local = s.local_addr().map_err(|e| SetupError::from_io(addr, e))?;
+        // With several addresses a worker visits each in turn, so each wait is shorter.
+        let wait = POLL / listen.len().max(1) as u32;
+        s.set_read_timeout(Some(wait.max(Duration::from_millis(1))))
+            .map_err(|e| SetupError::from_io(addr, e))?;
+        sockets.push(s);
+        bound.push(local);
+    }
+    let mut out: Vec<Box<dyn WorkerIo>> = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let clones = sockets
+            .iter()
+            .zip(&bound)
+            .map(|(s, a)| s.try_clone().map_err(|e| SetupError::from_io(*a, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.push(Box::new(PortableWorker { sockets: clones }));
+    }
+    Ok(Opened {
+        name: "udp-portable",
+        workers: out,
+        bound,
+        rx_stamping: TimestampQuality::User,
+    })
+}
+
+impl WorkerIo for PortableWorker {
+    fn run(&mut self, ctx: &WorkerContext) -> std::io::Result<()> {
+        let mut buf = [0u8; 2048];
+        let mut reply = [0u8; MAX_REPLY_LEN];
+        let mut tally = Tally::default();
+        while !ctx.stop.load(Ordering::Relaxed) {
+            for s in &self.sockets {
+                let (len, peer) = match s.recv_from(&mut buf) {
+                    Ok(r) => r,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        continue
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    // An ICMP error reported on the socket (Windows does this): not fatal.
+                    Err(_) => continue,
+                };
+                let rx = RawStamp {
+                    raw: sys::clock::now(),
+                    quality: TimestampQuality::User,
+                };
+                // A datagram that filled the buffer may have been cut: never answer it.
+                let request = if len >= buf.len() {
+                    &buf[..0]
+                } else {
+                    &buf[..len]
+                };
+                let snap = ctx.clock.load();
+                if len >= buf.len() {
+                    tally.received += 1;
+                    tally.drop(crate::proto::DropReason::TooLong);
+                } else if let Some(n) = handler::answer(&snap, request, rx, &mut reply, &mut tally)
+                {
+                    if s.send_to(&reply[..n], peer).is_err() {
+                        tally.answered -= 1;
+                        tally.drop(crate::proto::DropReason::SendFailed);
+                    }
+                }
+                ctx.counters.flush(&mut tally);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,243 @@
+//! The worker runtime: choose cores, open the backend, spawn one pinned worker per core, keep
+//! the clock state published, report counters, and stop cleanly on SIGINT/SIGTERM.
+
+pub mod counters;
+pub mod handler;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use crossbeam::utils::CachePadded;
+use serde::Serialize;
+
+use crate::clock::{ClockSnapshot, SharedClock};
+use crate::config::BackendKind;
+use crate::io::{self, Opened, WorkerContext};
+use crate::sys;
+use counters::{CounterReport, PaddedCounters, Tally, WorkerCounters};
+
+/// What `meridian serve` runs with, after the config file and the command line are merged.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    pub listen: Vec<SocketAddr>,
+    /// 0 = one per available core.
+    pub workers: usize,
+    /// Explicit core ids; empty = every core the process may run on.
+    pub cores: Vec<usize>,
+    pub backend: BackendKind,
+    pub batch_size: usize,
+    pub local_stratum: u8,
+}
+
+/// How often the local reference is republished (so root dispersion stays small).
+const LOCAL_REFRESH: Duration = Duration::from_secs(1);
+
+/// The counters report printed on SIGUSR1 and at exit.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub backend: &'static str,
+    pub uptime_secs: f64,
+    pub total: CounterReport,
+    pub workers: Vec<WorkerReport>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkerReport {
+    pub worker: usize,
+    pub core: Option<usize>,
+    #[serde(flatten)]
+    pub counters: CounterReport,
+}
+
+/// Which cores the workers run on: the explicit list (checked against what the process may
+/// use), or every core available. Read before any thread is pinned.
+pub fn choose_cores(explicit: &[usize]) -> anyhow::Result<Vec<core_affinity::CoreId>> {
+    let available = core_affinity::get_core_ids().unwrap_or_default();
+    if explicit.is_empty() {
+        return Ok(available);
+    }
+    explicit
+        .iter()
+        .map(|&id| {
+            available
+                .iter()
+                .copied()
+                .find(|c| c.id == id)
+                .with_context(|| {
+                    format!(
+                        "core {id} from server.cores is not available to this process (available: {:?})",
+                        available.iter().map(|c| c.id).collect::<Vec<_>>()
+                    )
+                })
+        })
+        .collect()
+}
+
+/// Opens the configured backend, or says why it cannot run.
+fn open_backend(opts: &ServeOptions, workers: usize) -> anyhow::Result<Opened> {
+    match opts.backend {
+        BackendKind::Udp => Ok(io::udp::open(&opts.listen, workers, opts.batch_size)?),
+        BackendKind::Auto => {
+            tracing::info!(
+                "backend auto: io-uring and xdp backends are not built yet in this version; using udp"
+            );
+            Ok(io::udp::open(&opts.listen, workers, opts.batch_size)?)
+        }
+        BackendKind::IoUring => bail!("the io-uring backend is not built yet; use --backend udp"),
+        BackendKind::Xdp => bail!("the xdp backend is not built yet; use --backend udp"),
+    }
+}
+
+/// A running server: its workers, clock and counters. Dropping it without `stop` detaches
+/// the worker threads; call [`Server::shutdown`] to stop and join them.
+pub struct Server {
+    backend: &'static str,
+    started: Instant,
+    stop: Arc<AtomicBool>,
+    clock: Arc<SharedClock>,
+    counters: Vec<(Option<usize>, Arc<PaddedCounters>)>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    local_stratum: u8,
+    precision: i8,
+    last_refresh: Instant,
+    pub bound: Vec<SocketAddr>,
+}
+
+impl Server {
+    /// Opens sockets, publishes the initial clock state and starts the pinned workers.
+    pub fn start(opts: &ServeOptions, stop: Arc<AtomicBool>) -> anyhow::Result<Server> {
+        if opts.listen.is_empty() {
+            bail!("no listen address: give --listen ADDR:PORT or server.listen in the config");
+        }
+        let cores = choose_cores(&opts.cores)?;
+        let workers = if opts.workers > 0 {
+            opts.workers
+        } else {
+            cores.len().max(1)
+        };
+        let opened = open_backend(opts, workers)?;
+        let precision = sys::clock::measure_precision();
+        let clock = Arc::new(SharedClock::new(ClockSnapshot::local(
+            opts.local_stratum,
+            precision,
+            sys::clock::now(),
+        )));
+
+        let mut counters = Vec::with_capacity(workers);
+        let mut threads = Vec::with_capacity(workers);
+        for (id, mut worker_io) in opened.workers.into_iter().enumerate() {
+            let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
+            let c = Arc::new(CachePadded::new(WorkerCounters::default()));
+            counters.push((core.map(|c| c.id), c.clone()));
+            let ctx = WorkerContext {
+                id,
+                clock: clock.clone(),
+                counters: c,
+                stop: stop.clone(),
+                batch: opts.batch_size,
+            };
+            let stop_all = stop.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("meridian-w{id}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        if !core_affinity::set_for_current(core) {
+                            tracing::warn!(
+                                worker = id,
+                                core = core.id,
+                                "could not pin worker to its core; running unpinned"
+                            );
+                        }
+                    }
+                    if let Err(e) = worker_io.run(&ctx) {
+                        tracing::error!(worker = id, "worker stopped: {e}");
+                        stop_all.store(true, Ordering::Relaxed);
+                    }
+                })
+                .context("spawning a worker thread")?;
+            threads.push(t);
+        }
+        let core_ids: Vec<usize> = counters.iter().filter_map(|(c, _)| *c).collect();
+        tracing::info!(
+            backend = opened.name,
+            workers,
+            cores = ?core_ids,
+            listen = ?opened.bound,
+            rx_timestamps = opened.rx_stamping.as_str(),
+            precision,
+            stratum = opts.local_stratum,
+            "meridian serving"
+        );
+        Ok(Server {
+            backend: opened.name,
+            started: Instant::now(),
+            stop,
+            clock,
+            counters,
+            threads,
+            local_stratum: opts.local_stratum,
+            precision,
+            last_refresh: Instant::now(),
+            bound: opened.bound,
+        })
+    }
+
+    /// The published clock (for the discipline thread and tests).
+    pub fn clock(&self) -> &Arc<SharedClock> {
+        &self.clock
+    }
+
+    /// Keeps the local reference fresh; call periodically from the main thread.
+    pub fn tick(&mut self) {
+        if self.last_refresh.elapsed() >= LOCAL_REFRESH {
+            self.clock.publish(ClockSnapshot::local(
+                self.local_stratum,
+                self.precision,
+                sys::clock::now(),
+            ));
+            self.last_refresh = Instant::now();
+        }
+    }
+
+    /// Current counters, per worker and in total.
+    pub fn report(&self) -> Report {
+        let mut total = Tally::default();
+        let workers = self
+            .counters
+            .iter()
+            .enumerate()
+            .map(|(i, (core, c))| {
+                let t = c.read();
+                total.add(&t);
+                WorkerReport {
+                    worker: i,
+                    core: *core,
+                    counters: CounterReport::from(&t),
+                }
+            })
+            .collect();
+        Report {
+            backend: self.backend,
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+            total: CounterReport::from(&total),
+            workers,
+        }
+    }
+
+    /// True once a stop was asked for (signal or a failed worker).
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Stops the workers, waits for them, and returns the final report.
+    pub fn shutdown(mut self) -> Report {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in std::mem::take(&mut self.threads) {
+            let _ = t.join();
+        }
+        self.report()
+    }
+}
