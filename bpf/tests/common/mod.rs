@@ -40,7 +40,11 @@ pub fn eth_vlan(tpid: u16, vid: u16, ethertype: u16, payload: &[u8]) -> Vec<u8> 
 fn csum(data: &[u8]) -> u16 {
     let mut sum = 0u32;
     for c in data.chunks(2) {
-        let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from(c[0]) << 8 };
+        let w = if c.len() == 2 {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            u16::from(c[0]) << 8
+        };
         sum += u32::from(w);
     }
     while sum > 0xffff {
@@ -132,4 +136,88 @@ pub fn udp4(dport: u16) -> Vec<u8> {
 
 pub fn udp6(dport: u16) -> Vec<u8> {
     eth(ETH_P_IPV6, &ipv6(IPPROTO_UDP, &udp(40000, dport)))
+}
+
+/// A network namespace for one test, deleted on drop (also when the test panics).
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates `meridian-bpf-test-<pid>-<tag>`, or prints why not and returns `None`.
+    pub fn create(test: &str, tag: &str) -> Option<Self> {
+        let name = format!("meridian-bpf-test-{}-{tag}", std::process::id());
+        // A leftover from an earlier crashed run with the same pid: remove it first.
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(std::process::Stdio::null())
+            .status();
+        match std::process::Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+        {
+            Ok(o) if o.status.success() => Some(Netns { name }),
+            Ok(o) => {
+                eprintln!(
+                    "SKIP {test}: `ip netns add` failed: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("SKIP {test}: cannot run `ip` (iproute2): {e}");
+                None
+            }
+        }
+    }
+
+    /// Runs `ip -n <ns> <args>` and returns stdout; panics on failure.
+    pub fn ip(&self, args: &[&str]) -> String {
+        ip_in(&self.name, args)
+    }
+}
+
+/// Runs `ip -n <ns> <args>` and returns stdout; panics on failure.
+pub fn ip_in(ns: &str, args: &[&str]) -> String {
+    let o = std::process::Command::new("ip")
+        .arg("-n")
+        .arg(ns)
+        .args(args)
+        .output()
+        .expect("run ip");
+    assert!(
+        o.status.success(),
+        "ip -n {ns} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Moves the calling thread into the named namespace (sockets, ifindex lookups and bpf
+/// links made by this thread afterwards belong to it).
+pub fn enter_netns(name: &str) {
+    use std::os::fd::AsRawFd;
+    let path = format!("/run/netns/{name}");
+    let f = std::fs::File::open(&path).expect("open netns file");
+    // SAFETY: `f` is an open namespace file; setns only changes this thread's namespace.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Runs `f` on a fresh thread (so namespace switches never leak into other tests) and
+/// re-raises its panic here.
+pub fn on_own_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match std::thread::spawn(f).join() {
+        Ok(v) => v,
+        Err(p) => std::panic::resume_unwind(p),
+    }
 }
