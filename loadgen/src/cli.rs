@@ -1,0 +1,373 @@
+//! Command line: what to load, how hard, for how long, and where the figures go.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+
+/// Open- and closed-loop NTP load generator: validates every reply, records round-trip and
+/// server residence times in HDR histograms, and finds the highest sustainable rate (`--sweep`).
+#[derive(Parser, Debug, Clone)]
+#[command(name = "meridian-loadgen", version)]
+pub struct Args {
+    /// Server to load: `ADDR:PORT` or `NAME=ADDR:PORT` (repeat to measure several servers one
+    /// after another under the same settings).
+    #[arg(long = "target", required = true, value_name = "[NAME=]ADDR:PORT")]
+    pub targets: Vec<String>,
+
+    /// Offered rate in requests per second (open loop, fixed schedule). 0 runs closed loop: as
+    /// fast as replies come back, with `--window` requests outstanding per client.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+
+    /// Measured duration in seconds (after the warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+
+    /// Sender/receiver threads, each pinned to a core and owning its share of the clients.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+
+    /// Simulated clients: one UDP socket each, with its own source port (and source address
+    /// with `--source-cidr`). Defaults to one per thread.
+    #[arg(long)]
+    pub clients: Option<usize>,
+
+    /// Seconds of traffic before measuring (sent, but not counted).
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup: f64,
+
+    /// Fail (exit status 1) when the lost fraction exceeds this.
+    #[arg(long, default_value_t = 0.01)]
+    pub max_loss: f64,
+
+    /// Write the round-trip time distribution in HdrHistogram's percentile text format
+    /// (values in microseconds); the residence time goes to `<stem>.residence.hgrm`.
+    #[arg(long, value_name = "FILE")]
+    pub hgrm: Option<PathBuf>,
+
+    /// Write every figure as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Draw latency by percentile (log-scaled percentile axis) as SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+
+    /// Raise the rate step by step (×1.5 from `--rate`, or `--sweep-rates`) until the loss
+    /// exceeds `--sweep-max-loss`; report the highest rate sustained per target.
+    #[arg(long)]
+    pub sweep: bool,
+
+    /// Explicit sweep steps, e.g. `10000,20000,40000`.
+    #[arg(long, value_delimiter = ',', value_name = "RATE,...")]
+    pub sweep_rates: Vec<f64>,
+
+    /// A sweep step "sustains" its rate when its lost fraction stays below this.
+    #[arg(long, default_value_t = 0.001)]
+    pub sweep_max_loss: f64,
+
+    /// Upper bound on the number of sweep steps.
+    #[arg(long, default_value_t = 25)]
+    pub sweep_steps: usize,
+
+    /// Bind clients to consecutive addresses of this prefix, starting at the given address
+    /// (or the first host when the host bits are zero), e.g. `10.201.0.100/24`. The addresses
+    /// must exist on this host (see scripts/netns.sh).
+    #[arg(long, value_name = "CIDR")]
+    pub source_cidr: Option<String>,
+
+    /// A request without a reply after this long is lost; a reply after it is late.
+    #[arg(long, default_value_t = 1000)]
+    pub timeout_ms: u64,
+
+    /// A valid reply's server times must lie within [our send − this, our receive + this]
+    /// (seconds).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_offset: f64,
+
+    /// Outstanding requests per client in closed loop (`--rate 0`).
+    #[arg(long, default_value_t = 8)]
+    pub window: usize,
+
+    /// Largest sendmmsg/recvmmsg batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+
+    /// Open loop: a send slot later than this (or one interval, whichever is larger) is
+    /// skipped and counted as missed instead of being sent in a catch-up burst (microseconds).
+    #[arg(long, default_value_t = 200)]
+    pub max_lag_us: u64,
+
+    /// NTP version of the requests.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=4))]
+    pub ntp_version: u8,
+
+    /// Socket layer.
+    #[arg(long, value_enum, default_value_t = TransportKind::Auto)]
+    pub transport: TransportKind,
+
+    /// Do not pin threads to cores.
+    #[arg(long)]
+    pub no_pin: bool,
+
+    /// No per-second progress lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Which transport carries the packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TransportKind {
+    /// sendmmsg/recvmmsg with kernel receive timestamps on Linux, `std` elsewhere.
+    Auto,
+    /// Linux sendmmsg/recvmmsg batches, epoll, SO_TIMESTAMPNS.
+    Mmsg,
+    /// Portable std::net sockets, one datagram per call (any OS).
+    Std,
+}
+
+/// One server to measure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub name: String,
+    pub addr: SocketAddr,
+}
+
+/// `NAME=ADDR:PORT` or `ADDR:PORT` (host names are resolved; the first address wins).
+pub fn parse_target(s: &str) -> Result<Target> {
+    let (name, spec) = match s.split_once('=') {
+        Some((n, a)) if !n.is_empty() => (n.to_string(), a),
+        Some(_) => bail!("empty target name in {s:?}"),
+        None => (s.to_string(), s),
+    };
+    let addr = spec
+        .to_socket_addrs()
+        .with_context(|| format!("target {spec:?} is not ADDR:PORT"))?
+        .next()
+        .with_context(|| format!("target {spec:?} resolves to no address"))?;
+    Ok(Target { name, addr })
+}
+
+/// The source addresses of `--source-cidr`: from the given address (or the first host when the
+/// host part is zero) to the last usable host of the prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceRange {
+    first: u128,
+    count: u128,
+    v6: bool,
+}
+
+impl SourceRange {
+    pub fn parse(s: &str) -> Result<SourceRange> {
+        let (addr, len) = s
+            .split_once('/')
+            .with_context(|| format!("{s:?} is not ADDR/PREFIX"))?;
+        let addr: IpAddr = addr
+            .parse()
+            .with_context(|| format!("{addr:?} is not an IP address"))?;
+        let len: u32 = len
+            .parse()
+            .with_context(|| format!("{len:?} is not a prefix length"))?;
+        let (value, bits, v6) = match addr {
+            IpAddr::V4(a) => (u32::from(a) as u128, 32, false),
+            IpAddr::V6(a) => (u128::from(a), 128, true),
+        };
+        if len > bits {
+            bail!("prefix length {len} is too long for {addr}");
+        }
+        let host_bits = bits - len;
+        let host_mask: u128 = if host_bits == 128 {
+            u128::MAX
+        } else {
+            (1u128 << host_bits) - 1
+        };
+        let network = value & !host_mask;
+        let mut last = network | host_mask;
+        let mut first = value;
+        // Skip the network address (and the IPv4 broadcast) unless the prefix is a /31-/32
+        // (or /127-/128), where every address is a host.
+        if host_bits >= 2 {
+            if first == network {
+                first += 1;
+            }
+            if !v6 {
+                last -= 1;
+            }
+        }
+        if first > last {
+            bail!("{s} leaves no usable source address");
+        }
+        Ok(SourceRange {
+            first,
+            count: last - first + 1,
+            v6,
+        })
+    }
+
+    /// The address of client `i` (cycling through the range).
+    pub fn nth(&self, i: usize) -> IpAddr {
+        let v = self.first + (i as u128 % self.count);
+        if self.v6 {
+            IpAddr::V6(Ipv6Addr::from(v))
+        } else {
+            IpAddr::V4(Ipv4Addr::from(v as u32))
+        }
+    }
+
+    pub fn is_ipv6(&self) -> bool {
+        self.v6
+    }
+}
+
+/// Settings shared by every run, checked and converted.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub targets: Vec<Target>,
+    pub threads: usize,
+    pub clients: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub timeout: Duration,
+    pub max_offset_ns: i64,
+    pub window: usize,
+    pub batch: usize,
+    pub max_lag: Duration,
+    pub version: u8,
+    pub transport: TransportKind,
+    pub pin: bool,
+    pub sources: Option<SourceRange>,
+    pub progress: bool,
+}
+
+/// Largest number of threads: the thread index travels in 4 bits of every transmit timestamp.
+pub const MAX_THREADS: usize = 16;
+
+impl Args {
+    pub fn settings(&self) -> Result<Settings> {
+        let targets = self
+            .targets
+            .iter()
+            .map(|t| parse_target(t))
+            .collect::<Result<Vec<_>>>()?;
+        if !(self.rate >= 0.0 && self.rate.is_finite()) {
+            bail!("--rate must be a finite number ≥ 0");
+        }
+        if !(self.duration > 0.0 && self.duration <= 86_400.0) {
+            bail!("--duration must be in (0, 86400] seconds");
+        }
+        if !(self.warmup >= 0.0 && self.warmup <= 3600.0) {
+            bail!("--warmup must be in [0, 3600] seconds");
+        }
+        if self.threads == 0 || self.threads > MAX_THREADS {
+            bail!("--threads must be 1..={MAX_THREADS}");
+        }
+        let clients = self.clients.unwrap_or(self.threads);
+        if clients < self.threads {
+            bail!(
+                "--clients ({clients}) must be at least --threads ({})",
+                self.threads
+            );
+        }
+        if clients > 65_536 {
+            bail!("--clients must be at most 65536");
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > 60_000 {
+            bail!("--timeout-ms must be 1..=60000");
+        }
+        if !(self.max_offset > 0.0 && self.max_offset < 1e6) {
+            bail!("--max-offset must be a positive number of seconds");
+        }
+        if self.window == 0 || self.batch == 0 || self.batch > 1024 {
+            bail!("--window must be ≥ 1 and --batch 1..=1024");
+        }
+        if self.sweep && self.rate == 0.0 && self.sweep_rates.is_empty() {
+            bail!("--sweep needs a starting --rate > 0 or --sweep-rates");
+        }
+        if self
+            .sweep_rates
+            .iter()
+            .any(|r| !(*r > 0.0 && r.is_finite()))
+        {
+            bail!("--sweep-rates must be positive numbers");
+        }
+        let sources = self
+            .source_cidr
+            .as_deref()
+            .map(SourceRange::parse)
+            .transpose()?;
+        if let Some(src) = &sources {
+            for t in &targets {
+                if t.addr.is_ipv6() != src.is_ipv6() {
+                    bail!(
+                        "--source-cidr {} and target {} are of different address families",
+                        self.source_cidr.as_deref().unwrap_or_default(),
+                        t.addr
+                    );
+                }
+            }
+        }
+        Ok(Settings {
+            targets,
+            threads: self.threads,
+            clients,
+            duration: Duration::from_secs_f64(self.duration),
+            warmup: Duration::from_secs_f64(self.warmup),
+            timeout: Duration::from_millis(self.timeout_ms),
+            max_offset_ns: (self.max_offset * 1e9) as i64,
+            window: self.window,
+            batch: self.batch,
+            max_lag: Duration::from_micros(self.max_lag_us),
+            version: self.ntp_version,
+            transport: self.transport,
+            pin: !self.no_pin,
+            sources,
+            progress: !self.quiet,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_with_and_without_names() {
+        let t = parse_target("chrony=127.0.0.1:1123").unwrap();
+        assert_eq!(t.name, "chrony");
+        assert_eq!(t.addr, "127.0.0.1:1123".parse().unwrap());
+        let t = parse_target("[::1]:123").unwrap();
+        assert_eq!(t.name, "[::1]:123");
+        assert!(parse_target("=1.2.3.4:5").is_err());
+        assert!(parse_target("nope").is_err());
+    }
+
+    #[test]
+    fn source_ranges() {
+        let r = SourceRange::parse("10.201.0.0/24").unwrap();
+        assert_eq!(r.nth(0), "10.201.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(r.nth(253), "10.201.0.254".parse::<IpAddr>().unwrap());
+        assert_eq!(r.nth(254), "10.201.0.1".parse::<IpAddr>().unwrap());
+        let r = SourceRange::parse("10.201.0.100/24").unwrap();
+        assert_eq!(r.nth(0), "10.201.0.100".parse::<IpAddr>().unwrap());
+        assert_eq!(r.nth(155), "10.201.0.100".parse::<IpAddr>().unwrap());
+        let r = SourceRange::parse("fd00:201::10/64").unwrap();
+        assert_eq!(r.nth(1), "fd00:201::11".parse::<IpAddr>().unwrap());
+        let r = SourceRange::parse("127.0.0.5/32").unwrap();
+        assert_eq!(r.nth(3), "127.0.0.5".parse::<IpAddr>().unwrap());
+        assert!(SourceRange::parse("10.0.0.0/33").is_err());
+        assert!(SourceRange::parse("10.0.0.255/24").is_err());
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let a = Args::parse_from(["x", "--target", "127.0.0.1:123"]);
+        let s = a.settings().unwrap();
+        assert_eq!(s.clients, 1);
+        assert_eq!(s.version, 4);
+        let a = Args::parse_from(["x", "--target", "127.0.0.1:123", "--threads", "17"]);
+        assert!(a.settings().is_err());
+    }
+}
