@@ -326,6 +326,9 @@ impl XdpProgram {
 
     /// Runs the program once on `frame` with `BPF_PROG_TEST_RUN` (nothing is sent anywhere;
     /// a redirect is only reported). The frame must be at least 14 bytes long.
+    /// Device-bound programs (hardware timestamps) cannot be test-run: the kernel returns
+    /// EINVAL. With an empty XSKMAP slot a served frame reports XDP_PASS and carries the
+    /// metadata; with a socket in the slot it reports XDP_REDIRECT.
     pub fn test_run(&self, frame: &[u8]) -> Result<TestRun, Error> {
         let mut out = vec![0u8; frame.len() + 256];
         let mut ctx_in = sys::XdpMd {
