@@ -16,7 +16,13 @@ pub struct RecvMeta {
     pub hardware: Option<UnixNanos>,
     /// The datagram's destination address and arrival interface.
     pub dst: Option<PktInfo>,
+    /// For a transmit timestamp read from the error queue: the key (SOF_TIMESTAMPING_OPT_ID
+    /// counter) of the datagram it belongs to.
+    pub tx_key: Option<u32>,
 }
+
+/// `ee_origin` of a timestamping report in `struct sock_extended_err`.
+const SO_EE_ORIGIN_TIMESTAMPING: u8 = 4;
 
 /// Destination address and interface of a received datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +79,13 @@ pub fn parse(control: &[u8]) -> RecvMeta {
                 addr.copy_from_slice(&data[..16]);
                 let ifindex = read_i32(data, 16) as u32;
                 meta.dst = Some(PktInfo::V6 { addr, ifindex });
+            }
+            // struct sock_extended_err { u32 errno; u8 origin, type, code, pad; u32 info;
+            // u32 data; }: a timestamping report carries the datagram's key in `data`.
+            (libc::SOL_IP, libc::IP_RECVERR) | (libc::SOL_IPV6, libc::IPV6_RECVERR)
+                if data.len() >= 16 && data[4] == SO_EE_ORIGIN_TIMESTAMPING =>
+            {
+                meta.tx_key = Some(read_i32(data, 12) as u32);
             }
             _ => {}
         }

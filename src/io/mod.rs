@@ -7,6 +7,8 @@
 
 pub mod cmsg;
 pub mod udp;
+#[cfg(target_os = "linux")]
+pub mod uring;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;

@@ -76,19 +76,48 @@ pub fn choose_cores(explicit: &[usize]) -> anyhow::Result<Vec<core_affinity::Cor
         .collect()
 }
 
-/// Opens the configured backend, or says why it cannot run.
+/// Opens the configured backend, or says why it cannot run. `auto` takes the best backend
+/// the machine supports and logs each fallback with its reason.
 fn open_backend(opts: &ServeOptions, workers: usize) -> anyhow::Result<Opened> {
+    let udp =
+        || -> anyhow::Result<Opened> { Ok(io::udp::open(&opts.listen, workers, opts.batch_size)?) };
     match opts.backend {
-        BackendKind::Udp => Ok(io::udp::open(&opts.listen, workers, opts.batch_size)?),
-        BackendKind::Auto => {
-            tracing::info!(
-                "backend auto: io-uring and xdp backends are not built yet in this version; using udp"
-            );
-            Ok(io::udp::open(&opts.listen, workers, opts.batch_size)?)
+        BackendKind::Udp => udp(),
+        BackendKind::Auto => match uring_unavailable() {
+            None => Ok(uring_open(opts, workers)?),
+            Some(why) => {
+                tracing::info!("backend auto: io-uring unavailable ({why}); using udp");
+                udp()
+            }
+        },
+        BackendKind::IoUring => match uring_unavailable() {
+            None => Ok(uring_open(opts, workers)?),
+            Some(why) => bail!("the io-uring backend cannot run here: {why}; use --backend udp"),
+        },
+        BackendKind::Xdp => {
+            bail!("the xdp backend is not built yet; use --backend udp or io-uring")
         }
-        BackendKind::IoUring => bail!("the io-uring backend is not built yet; use --backend udp"),
-        BackendKind::Xdp => bail!("the xdp backend is not built yet; use --backend udp"),
     }
+}
+
+#[cfg(target_os = "linux")]
+fn uring_unavailable() -> Option<String> {
+    io::uring::probe().err()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn uring_unavailable() -> Option<String> {
+    Some("io_uring exists only on Linux".into())
+}
+
+#[cfg(target_os = "linux")]
+fn uring_open(opts: &ServeOptions, workers: usize) -> Result<Opened, io::SetupError> {
+    io::uring::open(&opts.listen, workers)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn uring_open(_: &ServeOptions, _: usize) -> Result<Opened, io::SetupError> {
+    unreachable!("uring_unavailable() is always Some off Linux")
 }
 
 /// A running server: its workers, clock and counters. Dropping it without `stop` detaches

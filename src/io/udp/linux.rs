@@ -38,11 +38,11 @@ const TIMESTAMPING_RX_SOFTWARE: u32 =
     libc::SOF_TIMESTAMPING_RX_SOFTWARE | libc::SOF_TIMESTAMPING_SOFTWARE;
 
 /// One bound socket of a worker.
-struct Listener {
-    fd: OwnedFd,
+pub(crate) struct Listener {
+    pub fd: OwnedFd,
     /// Bound to a wildcard address: replies need PKTINFO to carry the right source address.
-    wildcard: bool,
-    stamping: TimestampQuality,
+    pub wildcard: bool,
+    pub stamping: TimestampQuality,
 }
 
 /// The backend state of one worker: its sockets and its preallocated batch buffers.
@@ -55,42 +55,101 @@ pub struct UdpWorker {
 /// Opens one SO_REUSEPORT socket per worker and address.
 pub fn open(listen: &[SocketAddr], workers: usize, batch: usize) -> Result<Opened, SetupError> {
     let batch = batch.clamp(1, MAX_BATCH);
+    let sockets = bind_workers(listen, workers)?;
+    let rx_stamping = sockets.worst_stamping();
+    let out: Vec<Box<dyn WorkerIo>> = sockets
+        .per_worker
+        .into_iter()
+        .map(|listeners| {
+            Box::new(UdpWorker {
+                listeners,
+                rx: Batch::with_capacity(batch),
+                tx: Batch::with_capacity(batch),
+            }) as Box<dyn WorkerIo>
+        })
+        .collect();
+    Ok(Opened {
+        name: "udp",
+        workers: out,
+        bound: sockets.bound,
+        rx_stamping,
+    })
+}
+
+/// The sockets of every worker, as opened by [`bind_workers`].
+pub(crate) struct WorkerSockets {
+    /// `per_worker[w][a]`: worker w's socket for address a.
+    pub per_worker: Vec<Vec<Listener>>,
+    /// The addresses bound (a port asked as 0 resolved to the one the kernel gave).
+    pub bound: Vec<SocketAddr>,
+}
+
+impl WorkerSockets {
+    pub fn worst_stamping(&self) -> TimestampQuality {
+        self.per_worker
+            .iter()
+            .flatten()
+            .map(|l| l.stamping)
+            .max()
+            .unwrap_or(TimestampQuality::User)
+    }
+}
+
+/// How long a port that is still held by our own previous run (sockets of an exited process
+/// whose io_uring teardown is asynchronous) is waited for before "in use" is final.
+const IN_USE_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Opens one SO_REUSEPORT socket per worker and address, with the options every socket
+/// backend wants (timestamps, PKTINFO on wildcards, large buffers, non-blocking).
+pub(crate) fn bind_workers(
+    listen: &[SocketAddr],
+    workers: usize,
+) -> Result<WorkerSockets, SetupError> {
     // Ask for each address once without SO_REUSEPORT: if anyone holds the port, we hear it as
     // EADDRINUSE here instead of silently sharing the port with another reuseport group.
     let mut bound = Vec::with_capacity(listen.len());
     for &addr in listen {
-        let probe = new_socket(addr).map_err(|e| SetupError::from_io(addr, e))?;
-        probe
-            .bind(&addr.into())
-            .map_err(|e| SetupError::from_io(addr, e))?;
-        let local = probe
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .unwrap_or(addr);
-        bound.push(local);
+        bound.push(probe_bind(addr)?);
     }
-    let mut out: Vec<Box<dyn WorkerIo>> = Vec::with_capacity(workers);
-    let mut worst = TimestampQuality::Hardware;
+    let mut per_worker = Vec::with_capacity(workers);
     for _ in 0..workers {
-        let mut listeners = Vec::with_capacity(bound.len());
-        for &addr in &bound {
-            let l = open_listener(addr).map_err(|e| SetupError::from_io(addr, e))?;
-            worst = worst.max(l.stamping);
-            listeners.push(l);
-        }
-        out.push(Box::new(UdpWorker {
-            listeners,
-            rx: Batch::with_capacity(batch),
-            tx: Batch::with_capacity(batch),
-        }));
+        let listeners = bound
+            .iter()
+            .map(|&addr| open_listener(addr).map_err(|e| SetupError::from_io(addr, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        per_worker.push(listeners);
     }
-    Ok(Opened {
-        name: "udp",
-        workers: out,
-        bound,
-        rx_stamping: worst,
-    })
+    Ok(WorkerSockets { per_worker, bound })
+}
+
+/// Binds `addr` exclusively and releases it, returning the address bound. A port still in use
+/// is retried for [`IN_USE_GRACE`] (a previous run's sockets can outlive it briefly).
+fn probe_bind(addr: SocketAddr) -> Result<SocketAddr, SetupError> {
+    let deadline = std::time::Instant::now() + IN_USE_GRACE;
+    let mut warned = false;
+    loop {
+        let probe = new_socket(addr).map_err(|e| SetupError::from_io(addr, e))?;
+        match probe.bind(&addr.into()) {
+            Ok(()) => {
+                return Ok(probe
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| a.as_socket())
+                    .unwrap_or(addr))
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                if !warned {
+                    tracing::info!(%addr, "address in use; waiting up to {}s in case a previous run is still releasing it", IN_USE_GRACE.as_secs());
+                    warned = true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => return Err(SetupError::from_io(addr, e)),
+        }
+    }
 }
 
 fn new_socket(addr: SocketAddr) -> std::io::Result<Socket> {
@@ -142,6 +201,23 @@ fn enable_rx_timestamps(s: &Socket) -> TimestampQuality {
         return TimestampQuality::Kernel;
     }
     TimestampQuality::User
+}
+
+/// Software transmit timestamps, reported on the error queue with a per-datagram key and
+/// without the packet's bytes (for interleaved mode).
+pub const TIMESTAMPING_TX_SOFTWARE: u32 = libc::SOF_TIMESTAMPING_TX_SOFTWARE
+    | libc::SOF_TIMESTAMPING_SOFTWARE
+    | libc::SOF_TIMESTAMPING_OPT_ID
+    | libc::SOF_TIMESTAMPING_OPT_TSONLY;
+
+/// Turns on kernel receive and software transmit timestamps on `s`.
+pub fn enable_rx_tx_timestamps(s: &Socket) -> std::io::Result<()> {
+    setsockopt_int(
+        s,
+        libc::SOL_SOCKET,
+        libc::SO_TIMESTAMPING,
+        (TIMESTAMPING_RX_SOFTWARE | TIMESTAMPING_TX_SOFTWARE) as i32,
+    )
 }
 
 fn setsockopt_int(s: &Socket, level: i32, name: i32, value: i32) -> std::io::Result<()> {
