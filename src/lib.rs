@@ -4,6 +4,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod discipline;
 pub mod io;
 pub mod proto;
 pub mod query;
