@@ -65,9 +65,7 @@ impl ProcessGuard {
 
     /// SIGTERM, wait up to 5 s, then SIGKILL. Returns the exit status if it exited on its own.
     fn stop(&mut self) -> Option<ExitStatus> {
-        let Some(child) = self.child.as_mut() else {
-            return None;
-        };
+        let child = self.child.as_mut()?;
         if let Ok(Some(s)) = child.try_wait() {
             self.child = None;
             return Some(s);
