@@ -13,7 +13,8 @@
 //!   are the amplification vectors;
 //! * origin = the request's transmit timestamp; receive and transmit from the server's clock;
 //!   leap, stratum, precision, root delay, root dispersion, reference id and time from the
-//!   snapshot; when the server is not synchronised, LI=3 and stratum 0 go on the wire;
+//!   snapshot; when the server is not synchronised, LI=3, stratum 0, refid 0 and a zero
+//!   reference time go on the wire;
 //! * a request carrying a legacy MAC gets a crypto-NAK (no symmetric keys are configured);
 //!   extension fields are walked and skipped, and malformed ones make the request dropped.
 
@@ -191,10 +192,11 @@ impl Request {
     ) -> usize {
         let len = self.reply_len();
         debug_assert!(len <= self.len, "reply must not be longer than the request");
-        let (leap, stratum, refid) = if snap.synchronized {
-            (snap.leap, snap.stratum, snap.reference_id)
+        // Unsynchronised: LI=3, stratum 0 ("unspecified") and no reference to speak of.
+        let (leap, stratum, refid, reference_ts) = if snap.synchronized {
+            (snap.leap, snap.stratum, snap.reference_id, snap.reference_ts())
         } else {
-            (Leap::Unsynchronized, 0, [0; 4])
+            (Leap::Unsynchronized, 0, [0; 4], NtpTimestamp::ZERO)
         };
         let header = Header {
             leap,
@@ -206,7 +208,7 @@ impl Request {
             root_delay: snap.root_delay,
             root_dispersion: snap.root_dispersion_at(rx),
             reference_id: refid,
-            reference_ts: snap.reference_ts(),
+            reference_ts,
             origin_ts: self.transmit_ts,
             receive_ts: NtpTimestamp::from_unix(rx),
             transmit_ts: NtpTimestamp::ZERO,

@@ -305,6 +305,9 @@ fn unsynchronized_snapshot_puts_li3_and_stratum0_on_the_wire() {
     assert_eq!(&reply[24..32], &CLIENT_TX);
     assert_eq!(&reply[32..40], &RX_BYTES);
     assert_eq!(&reply[40..48], &TX_BYTES);
+    // No reference: refid and reference time are zero.
+    assert_eq!(&reply[12..16], &[0; 4]);
+    assert_eq!(&reply[16..24], &[0; 8]);
 
     // The constructor for "no reference yet" behaves the same.
     let reply = answer_with(&req(0x1B, 6), &ClockSnapshot::unsynchronized(-20)).unwrap();
