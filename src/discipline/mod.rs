@@ -96,6 +96,16 @@ pub const USABLE_FREQ_SPAN: f64 = 120.0;
 /// wrong frequency would do more harm than none.
 pub const USABLE_FREQ_POINTS: usize = 8;
 
+/// The frequency tolerance used to age dispersion for a frequency standard error: three
+/// standard errors once the frequency is known, [`UNKNOWN_FREQ_TOLERANCE`] before.
+fn freq_tolerance(stderr: f64) -> f64 {
+    if stderr >= UNKNOWN_FREQ_TOLERANCE {
+        UNKNOWN_FREQ_TOLERANCE
+    } else {
+        3.0 * stderr
+    }
+}
+
 fn usable(e: &FreqEstimate) -> bool {
     e.freq_stderr < USABLE_FREQ_STDERR
         && e.span >= USABLE_FREQ_SPAN
@@ -457,8 +467,14 @@ impl Discipline {
 
     /// (frequency to use, its tolerance).
     fn freq_now(&self) -> (f64, f64) {
+        let (freq, stderr) = self.freq_stderr_now();
+        (freq, freq_tolerance(stderr))
+    }
+
+    /// (frequency to use, its standard error).
+    fn freq_stderr_now(&self) -> (f64, f64) {
         match self.freq.estimate() {
-            Some(e) if usable(&e) => (e.freq, 3.0 * e.freq_stderr),
+            Some(e) if usable(&e) => (e.freq, e.freq_stderr),
             _ => (0.0, UNKNOWN_FREQ_TOLERANCE),
         }
     }
@@ -668,11 +684,7 @@ impl Discipline {
                     offset: last.offset,
                     measured_offset: sel.combined.offset,
                     frequency: freq,
-                    frequency_stderr: if tol == UNKNOWN_FREQ_TOLERANCE {
-                        tol
-                    } else {
-                        tol / 3.0
-                    },
+                    frequency_stderr: self.freq_stderr_now().1,
                     root_delay: last.root_delay,
                     root_dispersion: last.root_dispersion,
                     dispersion_rate: PHI + tol,
@@ -724,11 +736,7 @@ impl Discipline {
         freq: f64,
         tol: f64,
     ) -> Option<SystemEstimate> {
-        let stderr = if tol == UNKNOWN_FREQ_TOLERANCE {
-            tol
-        } else {
-            tol / 3.0
-        };
+        let stderr = self.freq_stderr_now().1;
         let base = |status, offset, stratum, refid, leap| SystemEstimate {
             status,
             at: now,
