@@ -209,7 +209,8 @@ pub struct ServerOpts {
     pub backend: String,
     pub ipv4: bool,
     pub ipv6: bool,
-    pub workers: usize,
+    /// `--workers N`; `None` leaves it to the config file.
+    pub workers: Option<usize>,
     /// Further arguments after `serve` (e.g. `--config FILE`).
     pub extra: Vec<String>,
 }
@@ -220,7 +221,7 @@ impl ServerOpts {
             backend: backend.to_owned(),
             ipv4: true,
             ipv6: false,
-            workers: 1,
+            workers: Some(1),
             extra: Vec::new(),
         }
     }
@@ -235,7 +236,7 @@ impl ServerOpts {
         self
     }
     pub fn workers(mut self, n: usize) -> Self {
-        self.workers = n;
+        self.workers = Some(n);
         self
     }
 }
@@ -321,8 +322,10 @@ impl Server {
         for a in v4.iter().chain(v6.iter()) {
             cmd.arg("--listen").arg(a.to_string());
         }
-        cmd.args(["--workers", &opts.workers.to_string()])
-            .args(["--backend", &opts.backend])
+        if let Some(n) = opts.workers {
+            cmd.args(["--workers", &n.to_string()]);
+        }
+        cmd.args(["--backend", &opts.backend])
             .args(["--log-level", "info"])
             .args(&opts.extra)
             .env_remove("RUST_LOG")

@@ -1,0 +1,322 @@
+//! Starting and stopping: signals, the exit report, and start-up failures that must be fast and
+//! say what is wrong.
+
+#[macro_use]
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{
+    assert_answers, backends, counter, ipv6_available, run_bounded, run_meridian, Server,
+    ServerOpts, MERIDIAN,
+};
+
+/// Start-up failures must come well before this.
+const FAIL_FAST: Duration = Duration::from_secs(3);
+/// A held port is retried for a grace period (3 s: a previous run's async teardown may still be
+/// releasing it), then refused.
+const IN_USE_FAIL: Duration = Duration::from_secs(5);
+
+#[test]
+fn sigint_and_sigterm_stop_within_a_second_with_a_report() {
+    for backend in backends() {
+        for (name, sig) in [("SIGINT", libc::SIGINT), ("SIGTERM", libc::SIGTERM)] {
+            let server = Server::must_start(&ServerOpts::new(backend).workers(2));
+            assert_answers(server.addr());
+            let stopped = server.stop_with(sig);
+            assert!(
+                stopped.elapsed < Duration::from_secs(1),
+                "{backend}: {name} took {:?} to stop",
+                stopped.elapsed
+            );
+            assert_eq!(
+                stopped.status.code(),
+                Some(0),
+                "{backend}: exit status after {name}: {}",
+                stopped.stderr
+            );
+            let r = &stopped.report;
+            assert_eq!(r["backend"], backend, "{r}");
+            assert!(r["uptime_secs"].as_f64().is_some_and(|u| u > 0.0), "{r}");
+            assert_eq!(counter(r, &["total", "received"]), 1, "{r}");
+            assert_eq!(counter(r, &["total", "answered"]), 1, "{r}");
+            assert_eq!(r["workers"].as_array().map(Vec::len), Some(2), "{r}");
+            // Exactly one JSON line on stdout.
+            let json_lines = stopped
+                .stdout
+                .lines()
+                .filter(|l| l.trim_start().starts_with('{'))
+                .count();
+            assert_eq!(json_lines, 1, "{backend}: stdout:\n{}", stopped.stdout);
+            eprintln!("{backend}: {name} stopped in {:?}", stopped.elapsed);
+        }
+    }
+}
+
+#[test]
+fn sigusr1_prints_a_report_and_keeps_serving() {
+    for backend in backends() {
+        let server = Server::must_start(&ServerOpts::new(backend));
+        assert_answers(server.addr());
+        let r = server.report_now();
+        assert_eq!(counter(&r, &["total", "answered"]), 1, "{r}");
+        assert_answers(server.addr());
+        let stopped = server.stop();
+        assert_eq!(stopped.status.code(), Some(0));
+        assert_eq!(counter(&stopped.report, &["total", "answered"]), 2);
+    }
+}
+
+#[test]
+fn port_already_in_use_fails_fast() {
+    let mut holders = vec![UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind")];
+    if ipv6_available() {
+        holders.push(UdpSocket::bind("[::1]:0").expect("bind [::1]"));
+    } else {
+        eprintln!("SKIP: IPv6 part: [::1] is not available");
+    }
+    let cases: Vec<(&str, SocketAddr)> = backends()
+        .into_iter()
+        .flat_map(|b| holders.iter().map(move |h| (b, h.local_addr().unwrap())))
+        .collect();
+    // Each case waits out the server's grace period: run them side by side.
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = cases
+            .iter()
+            .map(|&(backend, addr)| {
+                scope.spawn(move || {
+                    let args = [
+                        "serve",
+                        "--listen",
+                        &addr.to_string(),
+                        "--backend",
+                        backend,
+                        "--workers",
+                        "2",
+                    ]
+                    .map(String::from);
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    (backend, addr, run_meridian(&args, Duration::from_secs(10)))
+                })
+            })
+            .collect();
+        for run in runs {
+            let (backend, addr, out) = run.join().expect("runner thread");
+            assert!(
+                out.status.is_some() && !out.success(),
+                "{backend}: serving on a held port {addr} must fail: {}",
+                out.all()
+            );
+            assert!(
+                out.elapsed < IN_USE_FAIL,
+                "{backend}: took {:?} to fail",
+                out.elapsed
+            );
+            assert!(
+                out.stderr.contains("address already in use"),
+                "{backend}: message for a held port: {}",
+                out.all()
+            );
+            assert!(
+                out.stderr.contains(&addr.to_string()),
+                "{backend}: the message should name {addr}: {}",
+                out.stderr
+            );
+            eprintln!(
+                "{backend}: held port {addr} refused after {:?}",
+                out.elapsed
+            );
+        }
+    });
+}
+
+/// Runs `args` as uid/gid 65534 without capabilities; `Err(reason)` when that is impossible.
+fn as_nobody(args: &[&str]) -> Result<common::RunOutput, String> {
+    if !common::is_root() {
+        return Err("needs root to switch to uid 65534".into());
+    }
+    if !Path::new("/usr/bin/setpriv").exists() && !Path::new("/bin/setpriv").exists() {
+        return Err("setpriv is not installed (util-linux)".into());
+    }
+    let run = |extra: &[&str]| {
+        run_bounded(
+            Command::new("setpriv")
+                .args([
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                    "--inh-caps=-all",
+                    MERIDIAN,
+                ])
+                .args(extra),
+            Duration::from_secs(10),
+        )
+        .map_err(|e| format!("running setpriv: {e}"))
+    };
+    let probe = run(&["--version"])?;
+    if !probe.success() {
+        return Err(format!(
+            "uid 65534 cannot run {MERIDIAN} (is every directory on the path readable and \
+             searchable by others?): {}",
+            probe.stderr.trim()
+        ));
+    }
+    run(args)
+}
+
+#[test]
+fn privileged_port_without_capability_names_cap_net_bind_service() {
+    let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    if start.is_some_and(|p| p <= 123) {
+        skip!("net.ipv4.ip_unprivileged_port_start = {start:?}: port 123 needs no privilege here");
+    }
+    for backend in backends() {
+        let out = match as_nobody(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:123",
+            "--backend",
+            backend,
+            "--workers",
+            "1",
+        ]) {
+            Ok(o) => o,
+            Err(reason) => skip!("{reason}"),
+        };
+        assert!(
+            out.status.is_some() && !out.success(),
+            "{backend}: an unprivileged bind of port 123 must fail: {}",
+            out.all()
+        );
+        assert!(out.elapsed < FAIL_FAST, "{backend}: took {:?}", out.elapsed);
+        assert!(
+            out.stderr.contains("CAP_NET_BIND_SERVICE"),
+            "{backend}: message: {}",
+            out.all()
+        );
+        assert!(
+            out.stderr.contains("127.0.0.1:123"),
+            "{backend}: the message should name the address: {}",
+            out.stderr
+        );
+    }
+}
+
+/// A config file in the temp dir, removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, text: &str) -> TempFile {
+        let p = std::env::temp_dir().join(format!("meridian-itest-{}-{name}", std::process::id()));
+        std::fs::write(&p, text).expect("writing a temp file");
+        TempFile(p)
+    }
+    fn path(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp path")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn config_with_unknown_key_names_file_and_line() {
+    let port = common::free_port(true, false).expect("free port");
+    let cfg = TempFile::new(
+        "unknown-key.toml",
+        &format!(
+            "# test config\n[server]\nlisten = [\"127.0.0.1:{port}\"]\nlistn = [\"127.0.0.1:1\"]\n"
+        ),
+    );
+    let out = run_meridian(&["serve", "--config", cfg.path()], Duration::from_secs(10));
+    assert!(
+        out.status.is_some() && !out.success(),
+        "an unknown key must be refused: {}",
+        out.all()
+    );
+    assert!(out.elapsed < FAIL_FAST, "took {:?}", out.elapsed);
+    let want = format!("{}:4", cfg.path());
+    assert!(
+        out.stderr.contains(&want),
+        "the message should locate the key as {want}: {}",
+        out.all()
+    );
+    assert!(
+        out.stderr.contains("listn"),
+        "the message should name the key: {}",
+        out.stderr
+    );
+}
+
+#[test]
+fn config_file_settings_are_used() {
+    // Workers and stratum from the file; the listen address from the command line.
+    let cfg = TempFile::new(
+        "good.toml",
+        "[server]\nworkers = 2\n\n[clock]\nlocal-stratum = 7\n",
+    );
+    let mut opts = ServerOpts::new("udp");
+    opts.workers = None; // --workers would override the file
+    opts.extra = vec!["--config".into(), cfg.path().into()];
+    let server = match Server::start(&opts) {
+        Ok(s) => s,
+        Err(e) => panic!("server with a config file did not start: {e}"),
+    };
+    let r = assert_answers(server.addr());
+    assert_eq!(r.stratum, 7, "local-stratum from the config file");
+    let stopped = server.stop();
+    assert_eq!(
+        stopped.report["workers"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        stopped.report
+    );
+}
+
+#[test]
+fn three_workers_are_reported() {
+    for backend in backends() {
+        let server = Server::must_start(&ServerOpts::new(backend).workers(3));
+        assert!(
+            server.ready_line.contains("workers=3"),
+            "ready line: {}",
+            server.ready_line
+        );
+        assert_answers(server.addr());
+        let stopped = server.stop();
+        let r = &stopped.report;
+        let workers = r["workers"].as_array().expect("workers");
+        assert_eq!(workers.len(), 3, "{r}");
+        for (i, w) in workers.iter().enumerate() {
+            assert_eq!(w["worker"], i, "{r}");
+            assert!(w["answered"].is_u64() && w["dropped"].is_object(), "{r}");
+        }
+        assert_eq!(counter(r, &["total", "answered"]), 1, "{r}");
+    }
+}
+
+#[test]
+fn bad_command_lines_fail_fast() {
+    for args in [
+        &["serve", "--listen", "not-an-address"][..],
+        &["serve", "--listen", "127.0.0.1:1123", "--backend", "dpdk"][..],
+        &["serve", "--config", "/nonexistent/meridian.toml"][..],
+    ] {
+        let out = run_meridian(args, Duration::from_secs(10));
+        assert!(
+            out.status.is_some() && !out.success(),
+            "{args:?} must fail: {}",
+            out.all()
+        );
+        assert!(out.elapsed < FAIL_FAST, "{args:?} took {:?}", out.elapsed);
+        assert!(!out.stderr.trim().is_empty(), "{args:?} printed no reason");
+    }
+}
