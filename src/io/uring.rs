@@ -36,8 +36,17 @@ use crate::sys;
 
 /// Submission queue entries per ring (the completion queue is twice this).
 const SQ_ENTRIES: u32 = 1024;
-/// Provided receive buffers per worker (a power of two).
-pub const RX_BUFFERS: u16 = 512;
+/// Provided receive buffers per worker: 16 per datagram of `batch-size` (512 by default),
+/// rounded up to a power of two, within these bounds.
+const RX_BUFFERS_MIN: usize = 16;
+const RX_BUFFERS_MAX: usize = 16384;
+
+/// The buffer ring size for a batch size.
+pub fn rx_buffers_for(batch: usize) -> u16 {
+    (batch.saturating_mul(16))
+        .clamp(RX_BUFFERS_MIN, RX_BUFFERS_MAX)
+        .next_power_of_two() as u16
+}
 /// Size of one receive buffer: recvmsg_out header + name + control + payload.
 const RX_BUF_LEN: usize = 2048;
 /// Space reserved in each buffer for the source address and the control messages.
@@ -111,8 +120,9 @@ fn release_at_least(release: &str, major: u32, minor: u32) -> bool {
     (a, b) >= (major, minor)
 }
 
-/// Opens the worker sockets and one ring per worker.
-pub fn open(listen: &[SocketAddr], workers: usize) -> Result<Opened, SetupError> {
+/// Opens the worker sockets; each worker builds its ring with a buffer ring sized for `batch`.
+pub fn open(listen: &[SocketAddr], workers: usize, batch: usize) -> Result<Opened, SetupError> {
+    let buffers = rx_buffers_for(batch);
     let sockets = bind_workers(listen, workers)?;
     let rx_stamping = sockets.worst_stamping();
     let first = sockets
@@ -122,14 +132,14 @@ pub fn open(listen: &[SocketAddr], workers: usize) -> Result<Opened, SetupError>
         .unwrap_or(([0, 0, 0, 0], 0).into());
     // Rings are created by each worker on its own (pinned) thread: with SINGLE_ISSUER only the
     // creating thread may submit. One trial ring here reports resource limits at start-up.
-    UringLoop::new(&[]).map_err(|e| SetupError::Other {
+    UringLoop::new(&[], buffers).map_err(|e| SetupError::Other {
         addr: first,
         source: e,
     })?;
     let out: Vec<Box<dyn WorkerIo>> = sockets
         .per_worker
         .into_iter()
-        .map(|listeners| Box::new(UringWorker { listeners }) as Box<dyn WorkerIo>)
+        .map(|listeners| Box::new(UringWorker { listeners, buffers }) as Box<dyn WorkerIo>)
         .collect();
     Ok(Opened {
         name: "io-uring",
@@ -242,6 +252,8 @@ struct RecvTemplate {
 /// gone before the sockets close.
 pub struct UringWorker {
     listeners: Vec<Listener>,
+    /// Provided receive buffers of the ring.
+    buffers: u16,
 }
 
 /// A socket as the ring loop sees it.
@@ -266,7 +278,7 @@ struct UringLoop {
 }
 
 impl UringLoop {
-    fn new(sockets: &[Listener]) -> io::Result<UringLoop> {
+    fn new(sockets: &[Listener], buffers: u16) -> io::Result<UringLoop> {
         let listeners: Vec<Socket> = sockets
             .iter()
             .map(|l| Socket {
@@ -284,7 +296,7 @@ impl UringLoop {
                     .setup_cqsize(SQ_ENTRIES * 2)
                     .build(SQ_ENTRIES)
             })?;
-        let mut rx = BufRing::new(RX_BUFFERS)?;
+        let mut rx = BufRing::new(buffers)?;
         rx.register(&ring, BGID)?;
         let templates = listeners
             .iter()
@@ -358,7 +370,9 @@ impl UringLoop {
         let bid = cqueue::buffer_select(flags);
         if res < 0 {
             let err = io::Error::from_raw_os_error(-res);
-            if -res != libc::ENOBUFS && -res != libc::ECANCELED && -res != libc::EINTR {
+            if -res == libc::ENOBUFS {
+                tally.rx_buffers_exhausted += 1;
+            } else if -res != libc::ECANCELED && -res != libc::EINTR {
                 tracing::debug!(listener = li, "multishot receive ended: {err}");
             }
             if let Some(bid) = bid {
@@ -486,7 +500,7 @@ impl UringLoop {
 
 impl WorkerIo for UringWorker {
     fn run(&mut self, ctx: &WorkerContext) -> io::Result<()> {
-        UringLoop::new(&self.listeners)?.run(ctx)
+        UringLoop::new(&self.listeners, self.buffers)?.run(ctx)
     }
 }
 
@@ -653,6 +667,14 @@ mod tests {
                 "{t:?} not in [{before:?}, {after:?}]"
             );
         }
+    }
+
+    #[test]
+    fn buffer_ring_sizes() {
+        assert_eq!(rx_buffers_for(32), 512);
+        assert_eq!(rx_buffers_for(1), 16);
+        assert_eq!(rx_buffers_for(33), 1024);
+        assert_eq!(rx_buffers_for(1024), 16384);
     }
 
     #[test]

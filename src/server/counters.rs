@@ -23,6 +23,7 @@ pub struct WorkerCounters {
     received: AtomicU64,
     answered: AtomicU64,
     kod: AtomicU64,
+    rx_buffers_exhausted: AtomicU64,
     dropped: [AtomicU64; DropReason::COUNT],
     rx_stamps: [AtomicU64; QUALITIES.len()],
 }
@@ -36,6 +37,9 @@ pub struct Tally {
     pub received: u64,
     pub answered: u64,
     pub kod: u64,
+    /// Times the backend's receive buffers ran dry (io-uring: a multishot receive ended with
+    /// ENOBUFS and was re-armed). A steady count says `batch-size` is too small for the load.
+    pub rx_buffers_exhausted: u64,
     pub dropped: [u64; DropReason::COUNT],
     pub rx_stamps: [u64; QUALITIES.len()],
 }
@@ -56,6 +60,7 @@ impl Tally {
         self.received += other.received;
         self.answered += other.answered;
         self.kod += other.kod;
+        self.rx_buffers_exhausted += other.rx_buffers_exhausted;
         for (a, b) in self.dropped.iter_mut().zip(other.dropped) {
             *a += b;
         }
@@ -82,6 +87,7 @@ impl WorkerCounters {
         add(&self.received, t.received);
         add(&self.answered, t.answered);
         add(&self.kod, t.kod);
+        add(&self.rx_buffers_exhausted, t.rx_buffers_exhausted);
         for (c, v) in self.dropped.iter().zip(t.dropped) {
             add(c, v);
         }
@@ -97,6 +103,7 @@ impl WorkerCounters {
             received: self.received.load(Relaxed),
             answered: self.answered.load(Relaxed),
             kod: self.kod.load(Relaxed),
+            rx_buffers_exhausted: self.rx_buffers_exhausted.load(Relaxed),
             ..Tally::default()
         };
         for (v, c) in t.dropped.iter_mut().zip(&self.dropped) {
@@ -115,6 +122,7 @@ pub struct CounterReport {
     pub received: u64,
     pub answered: u64,
     pub kod: u64,
+    pub rx_buffers_exhausted: u64,
     pub dropped_total: u64,
     pub dropped: std::collections::BTreeMap<&'static str, u64>,
     pub rx_timestamps: std::collections::BTreeMap<&'static str, u64>,
@@ -126,6 +134,7 @@ impl From<&Tally> for CounterReport {
             received: t.received,
             answered: t.answered,
             kod: t.kod,
+            rx_buffers_exhausted: t.rx_buffers_exhausted,
             dropped_total: t.dropped_total(),
             dropped: DropReason::ALL
                 .iter()

@@ -112,7 +112,7 @@ fn uring_unavailable() -> Option<String> {
 
 #[cfg(target_os = "linux")]
 fn uring_open(opts: &ServeOptions, workers: usize) -> Result<Opened, io::SetupError> {
-    io::uring::open(&opts.listen, workers)
+    io::uring::open(&opts.listen, workers, opts.batch_size)
 }
 
 #[cfg(not(target_os = "linux"))]
