@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_answers, backends, client_socket, counter, exchange, ext_field, ntp_now, parse_reply,
-    recv_timeout, request, Server, ServerOpts,
+    assert_answers, backends, client_socket, counter, exchange, ext_field, ipv6_available, ntp_now,
+    parse_reply, recv_timeout, request, Server, ServerOpts,
 };
 
 /// How long we listen for a reply that must not come.
@@ -72,35 +72,45 @@ fn hostile_shapes() -> Vec<(&'static str, &'static str, Vec<u8>)> {
 /// each drop under its reason — exactly.
 #[test]
 fn hostile_datagrams_are_dropped_and_counted() {
+    let v6 = ipv6_available();
+    if !v6 {
+        eprintln!("SKIP: IPv6 part: [::1] is not available");
+    }
     for backend in backends() {
-        let server = Server::must_start(&ServerOpts::new(backend));
-        let target = server.addr();
+        let mut opts = ServerOpts::new(backend);
+        opts.ipv6 = v6;
+        let server = Server::must_start(&opts);
+        let mut targets = vec![server.addr4()];
+        targets.extend(server.v6);
         let shapes = hostile_shapes();
-        // One socket per shape, all sent at once, then each listened on for >= SILENCE.
-        let socks: Vec<_> = shapes
-            .iter()
-            .map(|(_, _, d)| {
+        // One socket per shape and family, all sent at once, then each listened on for at
+        // least SILENCE.
+        let mut socks = Vec::new();
+        for &target in &targets {
+            for (name, _, d) in &shapes {
                 let s = client_socket(target);
                 s.send(d).expect("send");
-                s
-            })
-            .collect();
+                socks.push((target, *name, d.len(), s));
+            }
+        }
         let start = Instant::now();
-        for ((name, _, d), s) in shapes.iter().zip(&socks) {
+        for (target, name, len, s) in &socks {
             let left = (start + SILENCE).saturating_duration_since(Instant::now());
             let got = recv_timeout(s, left.max(Duration::from_millis(20)));
             assert!(
                 got.is_none(),
-                "{backend}: {name} ({} bytes) was answered: {got:?}",
-                d.len()
+                "{backend}: {name} ({len} bytes) to {target} was answered: {got:?}"
             );
         }
         // Still serving.
-        assert_answers(target);
+        for &target in &targets {
+            assert_answers(target);
+        }
 
+        let families = targets.len() as u64;
         let mut expected: BTreeMap<&str, u64> = BTreeMap::new();
         for (_, reason, _) in &shapes {
-            *expected.entry(reason).or_default() += 1;
+            *expected.entry(reason).or_default() += families;
         }
         let stopped = server.stop();
         let r = &stopped.report;
@@ -124,10 +134,10 @@ fn hostile_datagrams_are_dropped_and_counted() {
                 "{reason}: {r}"
             );
         }
-        let sent = shapes.len() as u64;
+        let sent = shapes.len() as u64 * families;
         assert_eq!(counter(r, &["total", "dropped_total"]), sent, "{r}");
-        assert_eq!(counter(r, &["total", "received"]), sent + 1, "{r}");
-        assert_eq!(counter(r, &["total", "answered"]), 1, "{r}");
+        assert_eq!(counter(r, &["total", "received"]), sent + families, "{r}");
+        assert_eq!(counter(r, &["total", "answered"]), families, "{r}");
         assert_eq!(counter(r, &["total", "kod"]), 0, "{r}");
         assert_eq!(r["backend"], backend, "{r}");
         eprintln!("{backend}: {} hostile datagrams dropped and counted", sent);
@@ -327,5 +337,39 @@ fn still_answers_during_garbage() {
         );
         let r = server.stop().report;
         assert_eq!(counter(&r, &["total", "answered"]), 1, "{r}");
+    }
+}
+
+fn stamps_total(r: &serde_json::Value) -> u64 {
+    r["rx_timestamps"]
+        .as_object()
+        .expect("rx_timestamps")
+        .values()
+        .map(|v| v.as_u64().expect("a count"))
+        .sum()
+}
+
+/// `rx_timestamps` tells how every received datagram was stamped, so its counts add up to
+/// `received` — also for a datagram longer than the receive buffer (cut by the kernel,
+/// MSG_TRUNC), which is received, stamped by the kernel, and dropped as too long.
+#[test]
+fn rx_timestamp_counts_add_up_to_received() {
+    for backend in backends() {
+        let server = Server::must_start(&ServerOpts::new(backend));
+        let target = server.addr();
+        for d in [vec![0u8; 4000], vec![0u8; 1300], vec![], request(6, 3, 1)] {
+            assert!(exchange(target, &d, Duration::from_millis(50)).is_none());
+        }
+        assert_answers(target);
+        let r = server.stop().report;
+        assert_eq!(counter(&r, &["total", "received"]), 5, "{r}");
+        assert_eq!(
+            stamps_total(&r["total"]),
+            counter(&r, &["total", "received"]),
+            "{backend}: rx_timestamps must add up to received: {r}"
+        );
+        for w in r["workers"].as_array().expect("workers") {
+            assert_eq!(stamps_total(w), counter(w, &["received"]), "{backend}: {w}");
+        }
     }
 }

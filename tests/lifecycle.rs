@@ -320,3 +320,55 @@ fn bad_command_lines_fail_fast() {
         assert!(!out.stderr.trim().is_empty(), "{args:?} printed no reason");
     }
 }
+
+/// A stop signal in the middle of a flood still ends the server within a second, with a
+/// report that counts the flood.
+#[test]
+fn sigterm_under_load_stops_within_a_second() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    for backend in backends() {
+        let server = Server::must_start(&ServerOpts::new(backend).workers(2));
+        let target = server.addr();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flooders: Vec<_> = (0..2)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let s = common::client_socket(target);
+                    s.set_nonblocking(true).unwrap();
+                    let mut buf = [0u8; 128];
+                    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                    let mut sent = 0u64;
+                    while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+                        // Errors (ECONNREFUSED once the server is gone) are expected.
+                        let _ = s.send(&common::request(4, 3, common::ntp_now()));
+                        sent += 1;
+                        while s.recv(&mut buf).is_ok() {}
+                        if sent % 64 == 0 {
+                            std::thread::sleep(Duration::from_micros(100));
+                        }
+                    }
+                    sent
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let stopped = server.stop();
+        stop.store(true, Ordering::Relaxed);
+        let sent: u64 = flooders.into_iter().map(|f| f.join().unwrap()).sum();
+        assert!(
+            stopped.elapsed < Duration::from_secs(1),
+            "{backend}: SIGTERM under load took {:?}",
+            stopped.elapsed
+        );
+        assert_eq!(stopped.status.code(), Some(0), "{}", stopped.stderr);
+        let r = &stopped.report;
+        let answered = counter(r, &["total", "answered"]);
+        assert!(answered > 0, "{backend}: nothing answered under load: {r}");
+        eprintln!(
+            "{backend}: stopped under load in {:?} ({answered} answered, {sent} sent)",
+            stopped.elapsed
+        );
+    }
+}

@@ -378,3 +378,38 @@ fn chrony_offset_parser() {
         None
     );
 }
+
+/// Listening on 0.0.0.0 / [::] makes the backend address each reply with PKTINFO from the
+/// request's destination; a connected client socket only accepts a reply from exactly the
+/// address and port it sent to. (Only loopback addresses are sent to.)
+#[test]
+fn wildcard_listeners_reply_from_the_request_destination() {
+    for backend in backends() {
+        let mut opts = ServerOpts::new(backend);
+        opts.wildcard = true;
+        if ipv6_available() {
+            opts.ipv6 = true;
+        } else {
+            eprintln!("SKIP: IPv6 part: [::1] is not available");
+        }
+        let server = Server::must_start(&opts);
+        let mut targets = vec![server.addr4()];
+        targets.extend(server.v6);
+        for t in &targets {
+            let r = common::assert_answers(*t);
+            assert_eq!(r.stratum, 10, "{backend} {t}");
+            let out = run_meridian(
+                &["query", &t.to_string(), "--json", "-n", "1"],
+                Duration::from_secs(15),
+            );
+            assert!(out.success(), "{backend}: query {t}: {}", out.all());
+        }
+        let r = server.stop().report;
+        assert_eq!(
+            counter(&r, &["total", "answered"]),
+            2 * targets.len() as u64,
+            "{r}"
+        );
+        assert_eq!(counter(&r, &["total", "dropped", "send_failed"]), 0, "{r}");
+    }
+}

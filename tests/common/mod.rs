@@ -209,6 +209,9 @@ pub struct ServerOpts {
     pub backend: String,
     pub ipv4: bool,
     pub ipv6: bool,
+    /// Listen on 0.0.0.0 / [::] (same port) instead of the loopback addresses; tests still
+    /// send only to 127.0.0.1 / [::1].
+    pub wildcard: bool,
     /// `--workers N`; `None` leaves it to the config file.
     pub workers: Option<usize>,
     /// Further arguments after `serve` (e.g. `--config FILE`).
@@ -221,6 +224,7 @@ impl ServerOpts {
             backend: backend.to_owned(),
             ipv4: true,
             ipv6: false,
+            wildcard: false,
             workers: Some(1),
             extra: Vec::new(),
         }
@@ -320,7 +324,14 @@ impl Server {
         let mut cmd = Command::new(MERIDIAN);
         cmd.arg("serve");
         for a in v4.iter().chain(v6.iter()) {
-            cmd.arg("--listen").arg(a.to_string());
+            let mut listen = *a;
+            if opts.wildcard {
+                listen.set_ip(match a {
+                    SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+                    SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+                });
+            }
+            cmd.arg("--listen").arg(listen.to_string());
         }
         if let Some(n) = opts.workers {
             cmd.args(["--workers", &n.to_string()]);
