@@ -1,1 +1,80 @@
-fn main() {}
+//! Micro-benchmarks of the per-request hot path: parsing a request, writing the reply from a
+//! clock snapshot, loading the snapshot, and converting timestamps.
+//!
+//! `cargo bench --bench hot_path` (criterion, no plotting features).
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use meridian::clock::{ClockSnapshot, SharedClock};
+use meridian::proto::server::client_request;
+use meridian::proto::{respond, NtpTimestamp, Request, UnixNanos, MAX_REPLY_LEN};
+
+const NOW: UnixNanos = UnixNanos(1_763_700_000_123_456_789);
+
+fn request() -> [u8; 48] {
+    client_request(4, 6, NtpTimestamp::from_unix(NOW.add_nanos(-25_000)))
+}
+
+fn parse(c: &mut Criterion) {
+    let req = request();
+    let mut g = c.benchmark_group("request");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("parse", |b| b.iter(|| Request::parse(black_box(&req))));
+    g.finish();
+}
+
+fn reply(c: &mut Criterion) {
+    let req = Request::parse(&request()).expect("valid request");
+    let snap = ClockSnapshot::local(2, -24, NOW.add_nanos(-1_000_000_000));
+    let mut out = [0u8; MAX_REPLY_LEN];
+    let mut g = c.benchmark_group("reply");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("write_reply", |b| {
+        b.iter(|| {
+            black_box(&req).write_reply(black_box(&snap), black_box(NOW), &mut out, || {
+                black_box(NOW.add_nanos(1_500))
+            })
+        })
+    });
+    let raw = request();
+    g.bench_function("parse_and_write", |b| {
+        b.iter(|| {
+            respond(
+                black_box(&raw),
+                black_box(&snap),
+                black_box(NOW),
+                &mut out,
+                || black_box(NOW.add_nanos(1_500)),
+            )
+        })
+    });
+    g.finish();
+}
+
+fn snapshot(c: &mut Criterion) {
+    let shared = SharedClock::new(ClockSnapshot::local(2, -24, NOW));
+    let mut g = c.benchmark_group("clock");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("snapshot_load", |b| b.iter(|| black_box(&shared).load()));
+    let snap = shared.load();
+    g.bench_function("cook", |b| b.iter(|| black_box(&snap).cook(black_box(NOW))));
+    g.finish();
+}
+
+fn timestamps(c: &mut Criterion) {
+    let ts = NtpTimestamp::from_unix(NOW);
+    let pivot = NOW.add_nanos(3_600_000_000_000);
+    let mut g = c.benchmark_group("timestamp");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("from_unix", |b| {
+        b.iter(|| NtpTimestamp::from_unix(black_box(NOW)))
+    });
+    g.bench_function("to_unix_near", |b| {
+        b.iter(|| black_box(ts).to_unix_near(black_box(pivot)))
+    });
+    g.finish();
+}
+
+criterion_group!(hot_path, parse, reply, snapshot, timestamps);
+criterion_main!(hot_path);
