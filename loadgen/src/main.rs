@@ -130,17 +130,21 @@ fn run_sweep(
         let m = measure(args, settings, target, rate)?;
         print!("{}", report::summary_table(&m.report));
         steps.push(m.report.clone());
-        if let Some(s) = sweep::verdict(&m.stats, args.sweep_max_loss) {
+        let v = sweep::verdict(&m.stats, args.sweep_max_loss);
+        if v.sustained {
+            best = Some(m);
+        }
+        if let Some(s) = v.stop {
             stop = s;
             break;
         }
-        best = Some(m);
     }
     let rep = SweepReport {
         target: target.name.clone(),
         addr: target.addr.to_string(),
         loss_threshold: args.sweep_max_loss,
         max_sustained_rate: best.as_ref().map(|b| b.report.offered_rate),
+        max_sustained_sent_rate: best.as_ref().map(|b| b.report.sent_rate),
         max_sustained_valid_rate: best.as_ref().map(|b| b.report.valid_rate),
         stop,
         steps,

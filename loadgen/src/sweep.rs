@@ -7,9 +7,10 @@ use crate::stats::{RunReport, Stats};
 
 /// Growth factor between steps when no explicit list is given.
 pub const STEP_FACTOR: f64 = 1.5;
-/// A step whose generator skipped more than this fraction of its schedule measured the
-/// generator, not the server.
-pub const MAX_MISSED_FRACTION: f64 = 0.01;
+/// A step whose generator skipped more than this fraction of its schedule reached the
+/// generator's limit, not the server's: the sweep stops there (the step still counts, at the
+/// rate actually sent).
+pub const MAX_MISSED_FRACTION: f64 = 0.05;
 
 /// The offered rates to try: the explicit list, or `start × 1.5^k`, at most `steps` of them.
 pub fn rates(start: f64, explicit: &[f64], steps: usize) -> Vec<f64> {
@@ -39,21 +40,33 @@ pub enum Stop {
     Exhausted,
 }
 
-/// The verdict on one step: `None` to go on, or why to stop.
-pub fn verdict(s: &Stats, max_loss: f64) -> Option<Stop> {
+/// The verdict on one step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// The server sustained the rate this step actually sent.
+    pub sustained: bool,
+    /// Why to stop here (`None`: try the next rate).
+    pub stop: Option<Stop>,
+}
+
+pub fn verdict(s: &Stats, max_loss: f64) -> Verdict {
+    let fail = |stop| Verdict {
+        sustained: false,
+        stop: Some(stop),
+    };
     if s.invalid_total() > 0 {
-        return Some(Stop::Invalid);
+        return fail(Stop::Invalid);
     }
-    if s.loss() >= max_loss {
-        return Some(Stop::Loss);
+    if s.sent == 0 || s.loss() >= max_loss {
+        return fail(Stop::Loss);
     }
     let scheduled = s.sent + s.missed_sends + s.send_errors;
-    if scheduled > 0
-        && (s.missed_sends + s.send_errors) as f64 / scheduled as f64 > MAX_MISSED_FRACTION
-    {
-        return Some(Stop::GeneratorLimited);
+    let generator_limited =
+        (s.missed_sends + s.send_errors) as f64 / scheduled as f64 > MAX_MISSED_FRACTION;
+    Verdict {
+        sustained: true,
+        stop: generator_limited.then_some(Stop::GeneratorLimited),
     }
-    None
 }
 
 /// The sweep of one target.
@@ -64,6 +77,9 @@ pub struct SweepReport {
     pub loss_threshold: f64,
     /// Highest offered rate sustained with loss below the threshold (None: not even the first).
     pub max_sustained_rate: Option<f64>,
+    /// Requests actually sent per second at that step (lower than offered when the generator
+    /// skipped slots).
+    pub max_sustained_sent_rate: Option<f64>,
     /// Valid replies per second at that step.
     pub max_sustained_valid_rate: Option<f64>,
     pub stop: Stop,
@@ -73,14 +89,16 @@ pub struct SweepReport {
 impl SweepReport {
     /// One line per target, like ntpperf's summary.
     pub fn line(&self) -> String {
-        let rate = match self.max_sustained_rate {
-            Some(r) => format!("{r:.0} req/s"),
-            None => "none".to_string(),
+        let rate = match (self.max_sustained_rate, self.max_sustained_sent_rate) {
+            (Some(r), Some(sent)) => format!("{r:.0} req/s offered, {sent:.0} req/s sent"),
+            _ => "none".to_string(),
         };
         let why = match self.stop {
             Stop::Loss => "loss above threshold at the next step",
             Stop::Invalid => "invalid replies",
-            Stop::GeneratorLimited => "generator could not keep its schedule",
+            Stop::GeneratorLimited => {
+                "the generator could not keep its schedule (its limit, not the server's)"
+            }
             Stop::Exhausted => "all steps passed",
         };
         format!(
@@ -106,19 +124,39 @@ mod tests {
 
     #[test]
     fn verdicts() {
+        let go = Verdict {
+            sustained: true,
+            stop: None,
+        };
         let mut s = Stats {
             sent: 100_000,
             ..Stats::default()
         };
-        assert_eq!(verdict(&s, 0.001), None);
+        assert_eq!(verdict(&s, 0.001), go);
         s.lost = 99;
-        assert_eq!(verdict(&s, 0.001), None);
+        assert_eq!(verdict(&s, 0.001), go);
         s.lost = 100;
-        assert_eq!(verdict(&s, 0.001), Some(Stop::Loss));
+        assert_eq!(
+            verdict(&s, 0.001),
+            Verdict {
+                sustained: false,
+                stop: Some(Stop::Loss)
+            }
+        );
         s.lost = 0;
-        s.missed_sends = 2000;
-        assert_eq!(verdict(&s, 0.001), Some(Stop::GeneratorLimited));
+        s.missed_sends = 4000;
+        assert_eq!(verdict(&s, 0.001), go);
+        s.missed_sends = 6000;
+        assert_eq!(
+            verdict(&s, 0.001),
+            Verdict {
+                sustained: true,
+                stop: Some(Stop::GeneratorLimited)
+            }
+        );
         s.count_invalid("short", None);
-        assert_eq!(verdict(&s, 0.001), Some(Stop::Invalid));
+        assert!(!verdict(&s, 0.001).sustained);
+        assert_eq!(verdict(&s, 0.001).stop, Some(Stop::Invalid));
+        assert!(!verdict(&Stats::default(), 0.001).sustained);
     }
 }
