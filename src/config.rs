@@ -30,6 +30,14 @@ pub struct ServerConfig {
     pub backend: BackendKind,
     /// Packets taken from (and sent to) the kernel per system call (1..=1024).
     pub batch_size: usize,
+    /// Network interfaces the xdp backend serves (one AF_XDP socket per RX queue). A string or
+    /// a list; empty = none, and `auto` then skips xdp.
+    #[serde(deserialize_with = "string_or_list")]
+    pub interface: Vec<String>,
+    /// How the XDP program is attached: native (driver) first, or forced.
+    pub xdp_mode: XdpMode,
+    /// RX queues served on each interface; empty = all of them.
+    pub queues: Vec<u32>,
 }
 
 impl Default for ServerConfig {
@@ -43,7 +51,44 @@ impl Default for ServerConfig {
             cores: Vec::new(),
             backend: BackendKind::Auto,
             batch_size: 32,
+            interface: Vec::new(),
+            xdp_mode: XdpMode::Auto,
+            queues: Vec::new(),
         }
+    }
+}
+
+/// How the XDP program is attached to an interface (mirrors `meridian_bpf::XdpMode`, which
+/// exists only on Linux).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum XdpMode {
+    /// Native (driver) XDP if the driver supports it, else generic.
+    #[default]
+    Auto,
+    /// Native (driver) XDP only.
+    Native,
+    /// Generic (skb) XDP: works on any interface, slower.
+    Generic,
+}
+
+/// Accepts `interface = "eth0"` as well as `interface = ["eth0", "eth1"]`.
+fn string_or_list<'de, D>(d: D) -> Result<Vec<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    match OneOrMany::deserialize(d) {
+        Ok(OneOrMany::One(s)) => Ok(vec![s]),
+        Ok(OneOrMany::Many(v)) => Ok(v),
+        Err(_) => Err(serde::de::Error::custom(
+            "expected an interface name or a list of names, like \"eth0\" or [\"eth0\", \"eth1\"]",
+        )),
     }
 }
 
@@ -251,6 +296,18 @@ impl Config {
         }
     }
 
+    /// Applies the xdp flags of `meridian serve`: a non-empty `interfaces` replaces
+    /// `server.interface`, `xdp_mode` replaces `server.xdp-mode`. Call [`Config::validate`]
+    /// afterwards.
+    pub fn apply_xdp_overrides(&mut self, interfaces: &[String], xdp_mode: Option<XdpMode>) {
+        if !interfaces.is_empty() {
+            self.server.interface = interfaces.to_vec();
+        }
+        if let Some(mode) = xdp_mode {
+            self.server.xdp_mode = mode;
+        }
+    }
+
     fn deserialize_located(text: &str, name: &str) -> Result<Config, ConfigError> {
         let deserializer = toml::Deserializer::new(text);
         serde_path_to_error::deserialize(deserializer).map_err(|e| {
@@ -340,6 +397,30 @@ impl Config {
                 format!("must be in 1..={MAX_BATCH_SIZE}, got {}", server.batch_size),
             );
         }
+        for (i, name) in server.interface.iter().enumerate() {
+            if let Err(message) = check_interface_name(name) {
+                problem("server.interface", message);
+            } else if server.interface[..i].contains(name) {
+                problem("server.interface", format!("duplicate interface {name:?}"));
+            }
+        }
+        if server.backend == BackendKind::Xdp && server.interface.is_empty() {
+            problem(
+                "server.interface",
+                "backend \"xdp\" needs at least one interface (server.interface or --interface)"
+                    .to_owned(),
+            );
+        }
+        for (i, q) in server.queues.iter().enumerate() {
+            if server.queues[..i].contains(q) {
+                problem("server.queues", format!("duplicate queue {q}"));
+            } else if *q >= MAX_QUEUE {
+                problem(
+                    "server.queues",
+                    format!("queue {q} is out of range (0..{MAX_QUEUE})"),
+                );
+            }
+        }
         if !(1..=15).contains(&self.clock.local_stratum) {
             problem(
                 "clock.local-stratum",
@@ -351,6 +432,27 @@ impl Config {
         }
         problems
     }
+}
+
+/// Upper bound (exclusive) of a `server.queues` entry: far above any NIC's queue count.
+pub const MAX_QUEUE: u32 = 4096;
+
+/// A Linux interface name: 1 to 15 bytes (IFNAMSIZ - 1), no `/`, no whitespace, not `.`/`..`.
+fn check_interface_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 15 {
+        return Err(format!(
+            "interface name {name:?} must be 1 to 15 bytes long"
+        ));
+    }
+    if name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!("{name:?} is not a valid interface name"));
+    }
+    Ok(())
 }
 
 /// `level` must be an `EnvFilter` directive list. A bare word that is not a level (`verbose`,
@@ -467,6 +569,7 @@ level = "meridian=trace,warn"
                     cores: vec![0, 1],
                     backend: BackendKind::Udp,
                     batch_size: 1024,
+                    ..ServerConfig::default()
                 },
                 clock: ClockConfig { local_stratum: 1 },
                 log: LogConfig {
@@ -491,7 +594,11 @@ level = "meridian=trace,warn"
             ("io-uring", BackendKind::IoUring),
             ("xdp", BackendKind::Xdp),
         ] {
-            let c = parse(&format!("[server]\nbackend = \"{name}\"\n")).unwrap();
+            // (xdp also needs an interface)
+            let c = parse(&format!(
+                "[server]\nbackend = \"{name}\"\ninterface = \"eth0\"\n"
+            ))
+            .unwrap();
             assert_eq!(c.server.backend, kind);
             // The CLI spells them the same way.
             assert_eq!(
@@ -527,6 +634,9 @@ level = "meridian=trace,warn"
                     cores: vec![2, 3, 4, 5],
                     backend: BackendKind::IoUring,
                     batch_size: 64,
+                    interface: vec!["eth0".into(), "eth1".into()],
+                    xdp_mode: XdpMode::Native,
+                    queues: vec![0, 1],
                 },
                 clock: ClockConfig { local_stratum: 8 },
                 log: LogConfig {
@@ -541,6 +651,9 @@ level = "meridian=trace,warn"
             "cores =",
             "backend =",
             "batch-size =",
+            "interface =",
+            "xdp-mode =",
+            "queues =",
             "local-stratum =",
             "level =",
         ] {
@@ -571,7 +684,8 @@ level = "meridian=trace,warn"
             (
                 "[server]\nlistn = [\"0.0.0.0:123\"]\n",
                 "meridian.toml:2:1: unknown field `listn` in [server], expected one of \
-                 `listen`, `workers`, `cores`, `backend`, `batch-size`"
+                 `listen`, `workers`, `cores`, `backend`, `batch-size`, `interface`, `xdp-mode`, \
+                 `queues`"
                     .to_owned(),
             ),
             (
@@ -820,7 +934,9 @@ level = "meridian=trace,warn"
 
     #[test]
     fn overrides_replace_and_validate() {
-        let mut c = parse("[server]\nlisten = [\"0.0.0.0:123\"]\nworkers = 2\n").unwrap();
+        let mut c =
+            parse("[server]\nlisten = [\"0.0.0.0:123\"]\nworkers = 2\ninterface = \"eth0\"\n")
+                .unwrap();
         c.apply_overrides(&[], None, None);
         assert_eq!(c.server.listen, vec!["0.0.0.0:123".parse().unwrap()]);
         assert_eq!(c.server.workers, 2);
@@ -832,6 +948,99 @@ level = "meridian=trace,warn"
             c.validate().unwrap_err().to_string(),
             "configuration: server.workers: must be at most 4096 (0 = one per core), got 9000"
         );
+    }
+
+    #[test]
+    fn interface_is_a_string_or_a_list() {
+        let c = parse("[server]\ninterface = \"eth0\"\n").unwrap();
+        assert_eq!(c.server.interface, vec!["eth0".to_owned()]);
+        let c = parse("[server]\ninterface = [\"eth0\", \"veth-x.10\"]\n").unwrap();
+        assert_eq!(
+            c.server.interface,
+            vec!["eth0".to_owned(), "veth-x.10".to_owned()]
+        );
+        assert!(ServerConfig::default().interface.is_empty());
+        let e = err("[server]\ninterface = 3\n");
+        assert!(
+            e.starts_with(
+                "meridian.toml:2:13: server.interface: expected an interface name or a list"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn interface_names_are_checked() {
+        for bad in ["", "a-very-long-interface-name", "eth 0", "a/b", ".."] {
+            let text = format!("[server]\ninterface = [{bad:?}]\n");
+            let p = problems(&text);
+            assert_eq!(p.len(), 1, "{bad:?}: {p:?}");
+            assert_eq!(p[0].key, "server.interface");
+        }
+        assert_eq!(
+            err("[server]\ninterface = [\"eth0\", \"eth0\"]\n"),
+            "meridian.toml:2:13: server.interface: duplicate interface \"eth0\""
+        );
+    }
+
+    #[test]
+    fn xdp_mode_names_parse() {
+        for (name, mode) in [
+            ("auto", XdpMode::Auto),
+            ("native", XdpMode::Native),
+            ("generic", XdpMode::Generic),
+        ] {
+            let c = parse(&format!("[server]\nxdp-mode = \"{name}\"\n")).unwrap();
+            assert_eq!(c.server.xdp_mode, mode);
+            assert_eq!(
+                <XdpMode as clap::ValueEnum>::from_str(name, false).unwrap(),
+                mode
+            );
+        }
+        assert_eq!(ServerConfig::default().xdp_mode, XdpMode::Auto);
+        let e = err("[server]\nxdp-mode = \"offload\"\n");
+        assert!(
+            e.starts_with("meridian.toml:2:12: server.xdp-mode: unknown variant `offload`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn queues_are_unique_and_in_range() {
+        let c = parse("[server]\nqueues = [0, 3]\n").unwrap();
+        assert_eq!(c.server.queues, vec![0, 3]);
+        assert_eq!(
+            err("[server]\nqueues = [1, 1]\n"),
+            "meridian.toml:2:10: server.queues: duplicate queue 1"
+        );
+        assert_eq!(
+            err("[server]\nqueues = [5000]\n"),
+            "meridian.toml:2:10: server.queues: queue 5000 is out of range (0..4096)"
+        );
+    }
+
+    #[test]
+    fn xdp_backend_needs_an_interface() {
+        assert_eq!(
+            err("[server]\nbackend = \"xdp\"\n"),
+            "meridian.toml: server.interface: backend \"xdp\" needs at least one interface \
+             (server.interface or --interface)"
+        );
+        parse("[server]\nbackend = \"xdp\"\ninterface = \"eth0\"\n").unwrap();
+        // The flags can supply it.
+        let mut c = parse("[server]\nbackend = \"xdp\"\ninterface = \"eth0\"\n").unwrap();
+        c.apply_xdp_overrides(&["veth1".into(), "veth2".into()], Some(XdpMode::Generic));
+        assert_eq!(
+            c.server.interface,
+            vec!["veth1".to_owned(), "veth2".to_owned()]
+        );
+        assert_eq!(c.server.xdp_mode, XdpMode::Generic);
+        c.apply_xdp_overrides(&[], None);
+        assert_eq!(c.server.interface.len(), 2);
+        c.validate().unwrap();
+        let mut c = Config::default();
+        c.apply_overrides(&[], None, Some(BackendKind::Xdp));
+        assert!(c.validate().is_err());
     }
 
     #[test]
