@@ -367,8 +367,8 @@ fn sigterm_under_load_stops_within_a_second() {
         let answered = counter(r, &["total", "answered"]);
         assert!(answered > 0, "{backend}: nothing answered under load: {r}");
         eprintln!(
-            "{backend}: stopped under load in {:?} ({answered} answered, {sent} sent)",
-            stopped.elapsed
+            "{backend}: stopped under load in {:?} ({answered} answered, {sent} sent; total {})",
+            stopped.elapsed, r["total"]
         );
     }
 }

@@ -413,3 +413,29 @@ fn wildcard_listeners_reply_from_the_request_destination() {
         assert_eq!(counter(&r, &["total", "dropped", "send_failed"]), 0, "{r}");
     }
 }
+
+/// `meridian query --ntp-version N` is answered in version N.
+#[test]
+fn meridian_query_each_version() {
+    let server = Server::must_start(&ServerOpts::new("udp"));
+    for version in 1..=4 {
+        let out = run_meridian(
+            &[
+                "query",
+                &server.addr().to_string(),
+                "--json",
+                "-n",
+                "1",
+                "--ntp-version",
+                &version.to_string(),
+            ],
+            Duration::from_secs(15),
+        );
+        assert!(out.success(), "v{version}: {}", out.all());
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+        check_query_entry(&v[0], server.addr(), 1);
+        assert_eq!(v[0]["samples"][0]["version"], version, "{v}");
+    }
+    let r = server.stop().report;
+    assert_eq!(counter(&r, &["total", "answered"]), 4, "{r}");
+}
