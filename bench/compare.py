@@ -1,0 +1,319 @@
+#!/usr/bin/env python3
+"""Side-by-side NTP server benchmark: meridian's backends against chronyd, under the same
+conditions, in one run.
+
+Every server runs pinned to the same core (--server-core) and the load generator to another
+(--gen-core). For each server, three measurements with `meridian-loadgen`:
+
+  1. sweep:  open loop, rising offered rate; the highest rate answered with < 0.1 % loss;
+  2. closed: closed loop (as fast as replies come back); replies per second;
+  3. fixed:  open loop at --fixed-rate; round-trip and server residence percentiles, and CPU
+             per reply: the server process's own CPU (from /proc/PID/stat) and the whole
+             machine's busy time (from /proc/stat, so softirq work is included) minus the load
+             generator's own CPU, each divided by the replies.
+
+The result is a markdown table with ratios against chronyd, printed and written to --out.
+
+Topologies: `netns` (two namespaces joined by veth, from scripts/netns.sh; needs root) or
+`loopback`. Traffic never leaves this machine; servers are stopped by PID; the namespaces are
+removed at the end.
+
+usage: bench/compare.py [--topology netns|loopback] [--servers udp,io-uring,chronyd]
+                        [--duration S] [--fixed-rate N] [--sweep-rates A,B,...]
+                        [--clients N] [--out FILE] [--no-build]
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MERIDIAN = os.path.join(ROOT, "target", "release", "meridian")
+LOADGEN = os.path.join(ROOT, "target", "release", "meridian-loadgen")
+NETNS = os.path.join(ROOT, "scripts", "netns.sh")
+NS_NAME = "mbench"
+PORT = 12300
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def proc_stat_busy():
+    """Busy and total jiffies of the whole machine (all CPUs), softirq included."""
+    with open("/proc/stat") as f:
+        parts = f.readline().split()[1:]
+    vals = [int(x) for x in parts]
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)  # idle + iowait
+    total = sum(vals[:8])
+    return total - idle, total
+
+
+def proc_cpu(pid):
+    """utime + stime of a process (all its threads), in jiffies."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def children_cpu_secs():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+class Topology:
+    def __init__(self, kind):
+        self.kind = kind
+        if kind == "netns":
+            subprocess.run(["sh", NETNS, "up", NS_NAME], check=True, stdout=subprocess.DEVNULL)
+            self.server_ip = "10.201.0.1"
+        else:
+            self.server_ip = "127.0.0.1"
+
+    def server_prefix(self):
+        return ["ip", "netns", "exec", f"{NS_NAME}-srv"] if self.kind == "netns" else []
+
+    def client_prefix(self):
+        return ["ip", "netns", "exec", f"{NS_NAME}-cli"] if self.kind == "netns" else []
+
+    def close(self):
+        if self.kind == "netns":
+            subprocess.run(["sh", NETNS, "down", NS_NAME], stdout=subprocess.DEVNULL)
+
+
+def query_ok(topo, addr, port, timeout=10.0):
+    """Waits until the server gives a valid, synchronised answer."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        r = subprocess.run(
+            topo.client_prefix() + [MERIDIAN, "query", f"{addr}:{port}", "-n", "1", "--timeout", "0.5"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        if r.returncode == 0:
+            return True
+        time.sleep(0.3)
+    return False
+
+
+class ServerProc:
+    """One server under test, started pinned to the server core."""
+
+    def __init__(self, name, topo, core, port):
+        self.name = name
+        self.tmp = tempfile.mkdtemp(prefix="mbench-")
+        addr = topo.server_ip
+        pin = ["taskset", "-c", str(core)]
+        if name == "chronyd":
+            conf = os.path.join(self.tmp, "chrony.conf")
+            with open(conf, "w") as f:
+                f.write(
+                    f"port {port}\nbindaddress {addr}\nallow all\nlocal stratum 1\ncmdport 0\n"
+                    f"pidfile {self.tmp}/chronyd.pid\n"
+                )
+            cmd = pin + [shutil.which("chronyd") or "/usr/sbin/chronyd", "-x", "-d", "-u", "root", "-f", conf]
+        else:
+            cmd = pin + [MERIDIAN, "serve", "--listen", f"{addr}:{port}", "--workers", "1", "--backend", name]
+        self.out = open(os.path.join(self.tmp, "server.log"), "w")
+        self.proc = subprocess.Popen(topo.server_prefix() + cmd, stdout=self.out, stderr=subprocess.STDOUT)
+        if not query_ok(topo, addr, port):
+            self.stop()
+            raise RuntimeError(f"{name} did not answer; log in {self.tmp}/server.log")
+
+    def cpu(self):
+        return proc_cpu(self.proc.pid)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.out.close()
+
+
+def loadgen(topo, core, args, json_path):
+    cmd = topo.client_prefix() + ["taskset", "-c", str(core), LOADGEN, "-q", "--json", json_path] + args
+    log("  $", " ".join(cmd))
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with open(json_path) as f:
+        return json.load(f), r.stdout
+
+
+def measure(name, topo, opts, workdir):
+    port = PORT
+    target = f"{name}={topo.server_ip}:{port}"
+    res = {"server": name}
+    srv = ServerProc(name, topo, opts.server_core, port)
+    try:
+        common = ["--target", target, "--clients", str(opts.clients), "--timeout-ms", "200"]
+        # 1. sweep
+        d, _ = loadgen(topo, opts.gen_core, common + ["--sweep", "--sweep-rates", opts.sweep_rates,
+                                                      "--duration", str(opts.duration), "--max-loss", "1"],
+                       os.path.join(workdir, f"{name}-sweep.json"))
+        sw = d["sweeps"][0]
+        res["sweep_max"] = sw.get("max_sustained_rate")
+        res["sweep_stop"] = sw.get("stop")
+        res["sweep_steps"] = [(s["offered_rate"], s["valid_rate"], s["loss_fraction"]) for s in sw["steps"]]
+        # 2. closed loop
+        d, _ = loadgen(topo, opts.gen_core, common + ["--rate", "0", "--window", "16",
+                                                      "--duration", str(opts.duration), "--max-loss", "1"],
+                       os.path.join(workdir, f"{name}-closed.json"))
+        res["closed_rate"] = d["runs"][0]["valid_rate"]
+        # 3. fixed rate with CPU accounting
+        busy0, _ = proc_stat_busy()
+        srv0 = srv.cpu()
+        gen0 = children_cpu_secs()
+        t0 = time.time()
+        d, _ = loadgen(topo, opts.gen_core, common + ["--rate", str(opts.fixed_rate),
+                                                      "--duration", str(opts.duration), "--max-loss", "1",
+                                                      "--hgrm", os.path.join(workdir, f"{name}.hgrm")],
+                       os.path.join(workdir, f"{name}-fixed.json"))
+        elapsed = time.time() - t0
+        busy1, _ = proc_stat_busy()
+        srv1 = srv.cpu()
+        gen1 = children_cpu_secs()
+        run = d["runs"][0]
+        hz = os.sysconf("SC_CLK_TCK")
+        replies = max(run["received"], 1)
+        res["fixed_valid_rate"] = run["valid_rate"]
+        res["fixed_loss"] = run["loss_fraction"]
+        res["server_cpu_us"] = (srv1 - srv0) / hz / replies * 1e6
+        res["machine_cpu_us"] = max(((busy1 - busy0) / hz - (gen1 - gen0)), 0) / replies * 1e6
+        res["rtt_p50_us"] = run["rtt_ns"]["p50"] / 1e3
+        res["rtt_p99_us"] = run["rtt_ns"]["p99"] / 1e3
+        res["res_p50_us"] = run["residence_ns"]["p50"] / 1e3
+        res["res_p99_us"] = run["residence_ns"]["p99"] / 1e3
+        res["fixed_elapsed_s"] = elapsed
+    finally:
+        srv.stop()
+    return res
+
+
+def fmt(v, digits=1):
+    return "–" if v is None else f"{v:,.{digits}f}"
+
+
+def ratio(v, base, inverse=False):
+    if v is None or base in (None, 0) or v == 0:
+        return ""
+    r = base / v if inverse else v / base
+    return f" ({r:.2f}×)"
+
+
+def table(results, opts, base_name):
+    base = next((r for r in results if r["server"] == base_name), None)
+    b = base or {}
+    lines = [
+        f"| server | max rate < 0.1 % loss (req/s) | closed loop (replies/s) | server CPU / reply (µs) | machine CPU / reply (µs) | RTT p50 / p99 (µs) | residence p50 / p99 (µs) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        sweep = fmt(r.get("sweep_max"), 0)
+        if r.get("sweep_max") is None:
+            sweep = f"none ({r.get('sweep_stop')})"
+        lines.append(
+            f"| {r['server']} | {sweep}{ratio(r.get('sweep_max'), b.get('sweep_max'))} "
+            f"| {fmt(r['closed_rate'], 0)}{ratio(r['closed_rate'], b.get('closed_rate'))} "
+            f"| {fmt(r['server_cpu_us'], 2)}{ratio(r['server_cpu_us'], b.get('server_cpu_us'), inverse=True)} "
+            f"| {fmt(r['machine_cpu_us'], 2)}{ratio(r['machine_cpu_us'], b.get('machine_cpu_us'), inverse=True)} "
+            f"| {fmt(r['rtt_p50_us'])} / {fmt(r['rtt_p99_us'])} "
+            f"| {fmt(r['res_p50_us'])} / {fmt(r['res_p99_us'])} |"
+        )
+    note = (
+        f"Ratios in brackets are against {base_name} (rates: ours / theirs; CPU: theirs / ours, so "
+        f"above 1× is better for both)."
+    )
+    return "\n".join(lines) + "\n\n" + note + "\n"
+
+
+def machine():
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"model name\s*:\s*(.*)", f.read())
+            cpu = m.group(1) if m else cpu
+    except OSError:
+        pass
+    chrony = subprocess.run(["chronyd", "-v"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True).stdout.strip() if shutil.which("chronyd") else "absent"
+    return f"{platform.node()}: Linux {platform.release()}, {os.cpu_count()} CPUs ({cpu}); {chrony}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--topology", choices=["netns", "loopback"], default=None)
+    ap.add_argument("--servers", default="udp,io-uring,chronyd")
+    ap.add_argument("--duration", type=float, default=3.0)
+    ap.add_argument("--fixed-rate", type=int, default=50000)
+    ap.add_argument("--sweep-rates", default="25000,50000,75000,100000,150000,200000,300000,400000")
+    ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--server-core", type=int, default=0)
+    ap.add_argument("--gen-core", type=int, default=1)
+    ap.add_argument("--baseline", default="chronyd")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--no-build", action="store_true")
+    opts = ap.parse_args()
+
+    if opts.topology is None:
+        opts.topology = "netns" if os.geteuid() == 0 and shutil.which("ip") else "loopback"
+    if not opts.no_build:
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "meridian", "-p", "meridian-loadgen"],
+                       cwd=ROOT, check=True)
+    servers = [s for s in opts.servers.split(",") if s]
+    if "chronyd" in servers and not shutil.which("chronyd") and not os.path.exists("/usr/sbin/chronyd"):
+        log("chronyd not found (apt-get install chrony): leaving it out")
+        servers.remove("chronyd")
+
+    workdir = tempfile.mkdtemp(prefix="mbench-out-")
+    topo = Topology(opts.topology)
+    results = []
+    try:
+        for name in servers:
+            log(f"== {name}")
+            try:
+                results.append(measure(name, topo, opts, workdir))
+            except Exception as e:  # one server failing must not lose the others' figures
+                log(f"   {name} failed: {e}")
+    finally:
+        topo.close()
+
+    cmd = "bench/compare.py " + " ".join(sys.argv[1:])
+    out = [
+        f"Command: `{cmd.strip()}`  ",
+        f"Topology: {opts.topology}; servers pinned to core {opts.server_core}, generator to core {opts.gen_core}; "
+        f"{opts.clients} client sockets; {opts.duration:g} s per step; fixed rate {opts.fixed_rate:,} req/s.  ",
+        f"Machine: {machine()}  ",
+        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "",
+        table(results, opts, opts.baseline),
+        "Sweep steps (offered → valid/s, loss):",
+        "",
+    ]
+    for r in results:
+        steps = ", ".join(f"{o:,.0f}→{v:,.0f} ({l*100:.2f}%)" for o, v, l in r["sweep_steps"])
+        out.append(f"- {r['server']}: {steps}; stopped: {r['sweep_stop']}")
+    text = "\n".join(out) + "\n"
+    print(text)
+    if opts.out:
+        with open(opts.out, "w") as f:
+            f.write(text)
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    log(f"raw results in {workdir}")
+
+
+if __name__ == "__main__":
+    main()
