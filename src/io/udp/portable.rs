@@ -57,19 +57,10 @@ impl WorkerIo for PortableWorker {
         let mut tally = Tally::default();
         while !ctx.stop.load(Ordering::Relaxed) {
             for s in &self.sockets {
-                let (len, peer) = match s.recv_from(&mut buf) {
-                    Ok(r) => r,
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) =>
-                    {
-                        continue
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    // An ICMP error reported on the socket (Windows does this): not fatal.
-                    Err(_) => continue,
+                // Timeouts (the stop-flag poll), interruptions and ICMP errors reported on the
+                // socket (Windows does this) all mean: nothing to answer now.
+                let Ok((len, peer)) = s.recv_from(&mut buf) else {
+                    continue;
                 };
                 let rx = RawStamp {
                     raw: sys::clock::now(),
