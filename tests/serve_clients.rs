@@ -331,16 +331,18 @@ fn chronyd(family: Family) {
             addr.port()
         );
         // Own pid file per run so parallel runs (and a system chronyd) do not collide.
-        let pidfile = format!(
-            "pidfile {}/meridian-itest-chronyd-{}.pid",
-            std::env::temp_dir().display(),
+        let pid_path = std::env::temp_dir().join(format!(
+            "meridian-itest-chronyd-{}-{}.pid",
+            std::process::id(),
             addr.port()
-        );
+        ));
+        let pidfile = format!("pidfile {}", pid_path.display());
         let out = run_bounded(
             Command::new(CHRONYD).args(["-Q", "-t", "10", &source, &pidfile]),
             Duration::from_secs(20),
         )
         .expect("running chronyd");
+        let _ = std::fs::remove_file(&pid_path);
         let text = format!("{}\n{}", out.stdout, out.stderr);
         let offset = chrony_offset(&text)
             .unwrap_or_else(|| panic!("chronyd printed no offset: {}", out.all()));
