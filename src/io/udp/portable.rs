@@ -89,3 +89,56 @@ impl WorkerIo for PortableWorker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{ClockSnapshot, SharedClock};
+    use crate::proto::client::check_reply;
+    use crate::proto::server::client_request;
+    use crate::proto::NtpTimestamp;
+    use crate::server::counters::WorkerCounters;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    #[test]
+    fn portable_path_answers_and_counts() {
+        let mut opened = open(&["127.0.0.1:0".parse().unwrap()], 1).unwrap();
+        assert_eq!(opened.rx_stamping, TimestampQuality::User);
+        let target = opened.bound[0];
+        let mut worker = opened.workers.pop().unwrap();
+        let ctx = WorkerContext {
+            id: 0,
+            clock: Arc::new(SharedClock::new(ClockSnapshot::local(
+                7,
+                -20,
+                sys::clock::now(),
+            ))),
+            counters: Arc::new(crossbeam::utils::CachePadded::new(WorkerCounters::default())),
+            stop: Arc::new(AtomicBool::new(false)),
+            batch: 1,
+        };
+        let (stop, counters) = (ctx.stop.clone(), ctx.counters.clone());
+        let t = std::thread::spawn(move || worker.run(&ctx));
+
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        client.send_to(&[0x23; 10], target).unwrap(); // too short: dropped
+        let nonce = NtpTimestamp(0x1234_5678_9abc_def0);
+        client
+            .send_to(&client_request(4, 0, nonce), target)
+            .unwrap();
+        let mut buf = [0u8; 128];
+        let (n, _) = client.recv_from(&mut buf).unwrap();
+        let h = check_reply(&buf[..n], 4, nonce).unwrap();
+        assert_eq!(h.stratum, 7);
+
+        stop.store(true, Ordering::Relaxed);
+        t.join().unwrap().unwrap();
+        let c = counters.read();
+        assert_eq!((c.received, c.answered), (2, 1));
+        assert_eq!(c.dropped[crate::proto::DropReason::TooShort.index()], 1);
+    }
+}
