@@ -372,7 +372,6 @@ fn stamps_total(r: &serde_json::Value) -> u64 {
 /// `received` — also for a datagram longer than the receive buffer (cut by the kernel,
 /// MSG_TRUNC), which is received, stamped by the kernel, and dropped as too long.
 #[test]
-#[ignore = "bug: a datagram cut by the kernel (MSG_TRUNC, > 2048 bytes) is counted in received but not in rx_timestamps (udp and io-uring)"]
 fn rx_timestamp_counts_add_up_to_received() {
     for backend in backends() {
         let server = Server::must_start(&ServerOpts::new(backend));

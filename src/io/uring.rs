@@ -388,12 +388,6 @@ impl UringLoop {
             self.rx.push(bid);
             return Ok(());
         };
-        if msg.is_payload_truncated() {
-            tally.received += 1;
-            tally.drop(DropReason::TooLong);
-            self.rx.push(bid);
-            return Ok(());
-        }
         let meta = cmsg::parse(msg.control_data());
         let rx = match meta.software {
             Some(raw) => RawStamp {
@@ -402,6 +396,11 @@ impl UringLoop {
             },
             None => user,
         };
+        if msg.is_payload_truncated() {
+            handler::truncated(rx, tally);
+            self.rx.push(bid);
+            return Ok(());
+        }
         let Some(slot_id) = self.free.last().copied() else {
             // Every send slot is in flight: count it like a failed send (nothing waits).
             tally.received += 1;

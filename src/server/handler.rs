@@ -1,7 +1,7 @@
 //! The per-packet step every backend shares: validate, answer from the snapshot, count.
 
 use crate::clock::{ClockSnapshot, RawStamp};
-use crate::proto::Request;
+use crate::proto::{DropReason, Request};
 use crate::sys;
 
 use super::counters::Tally;
@@ -34,4 +34,13 @@ pub fn answer(
             None
         }
     }
+}
+
+/// Counts a datagram the kernel cut short (it was longer than the receive buffer): never
+/// answered, counted as received, stamped and dropped as too long like any other.
+#[inline]
+pub fn truncated(rx: RawStamp, tally: &mut Tally) {
+    tally.received += 1;
+    tally.stamp(rx.quality);
+    tally.drop(DropReason::TooLong);
 }

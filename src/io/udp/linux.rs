@@ -168,6 +168,8 @@ fn open_listener(addr: SocketAddr) -> std::io::Result<Listener> {
     // Best effort: a larger buffer absorbs bursts; the kernel caps it silently.
     let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+    // Timestamps first, so no datagram can arrive unstamped between bind and setsockopt.
+    let stamping = enable_rx_timestamps(&s);
     s.bind(&SockAddr::from(addr))?;
     let wildcard = addr.ip().is_unspecified();
     if wildcard {
@@ -177,7 +179,6 @@ fn open_listener(addr: SocketAddr) -> std::io::Result<Listener> {
             setsockopt_int(&s, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)?;
         }
     }
-    let stamping = enable_rx_timestamps(&s);
     Ok(Listener {
         fd: s.into(),
         wildcard,
@@ -352,8 +353,7 @@ impl UdpWorker {
                     _ => user,
                 };
                 if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-                    tally.received += 1;
-                    tally.drop(DropReason::TooLong);
+                    handler::truncated(rx, tally);
                     continue;
                 }
                 let out = &mut self.tx.bufs[m][..MAX_REPLY_LEN];
