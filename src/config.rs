@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -14,6 +14,9 @@ pub struct Config {
     pub server: ServerConfig,
     pub clock: ClockConfig,
     pub log: LogConfig,
+    /// `[[source]]` tables: the upstream servers and pools. None: the local clock is served.
+    #[serde(rename = "source")]
+    pub sources: Vec<SourceConfig>,
 }
 
 /// `[server]`: the data plane.
@@ -111,14 +114,182 @@ pub enum BackendKind {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ClockConfig {
-    /// Stratum served while the local clock is the reference (1..=15).
+    /// Stratum served while the local clock is the reference (1..=15): always without
+    /// sources; with sources only after holdover and only when `local_fallback` is set.
     pub local_stratum: u8,
+    /// How the discipline steers: `virtual` (served = raw + correction, the OS clock is never
+    /// touched) or `system` (slews/steps the OS clock; needs CAP_SYS_TIME).
+    pub mode: ClockMode,
+    /// Offsets above this many seconds are stepped (during the first `step_limit` updates).
+    pub step_threshold: f64,
+    /// Steps are allowed during this many synchronised updates; later only slews.
+    pub step_limit: u32,
+    /// Where the frequency of the OS clock is kept across restarts (`system` mode).
+    pub drift_file: Option<PathBuf>,
+    /// Seconds served on the last estimate after every source is lost.
+    pub holdover: f64,
+    /// Agreeing sources needed to synchronise.
+    pub min_sources: usize,
+    /// With sources: after holdover, serve the local clock at `local_stratum` instead of
+    /// becoming unsynchronised.
+    pub local_fallback: bool,
+    /// Smear leap seconds linearly over `leap_smear_window` instead of stepping.
+    pub leap_smear: bool,
+    /// Seconds over which a leap second is smeared, centred on midnight UTC.
+    pub leap_smear_window: f64,
 }
 
 impl Default for ClockConfig {
     fn default() -> Self {
-        ClockConfig { local_stratum: 10 }
+        ClockConfig {
+            local_stratum: 10,
+            mode: ClockMode::Virtual,
+            step_threshold: 1.0,
+            step_limit: 3,
+            drift_file: None,
+            holdover: 600.0,
+            min_sources: 1,
+            local_fallback: false,
+            leap_smear: false,
+            leap_smear_window: 86400.0,
+        }
     }
+}
+
+/// `clock.mode`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClockMode {
+    /// Serve raw time plus a published correction; never touch the OS clock.
+    #[default]
+    Virtual,
+    /// Discipline the OS clock itself (adjtimex / clock_adjtime).
+    System,
+}
+
+/// `[[source]]`: one upstream server, or a pool of them.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SourceConfig {
+    /// `HOST`, `HOST:PORT`, `IPv4[:PORT]`, `IPv6` or `[IPv6]:PORT` (default port 123).
+    pub address: String,
+    /// `server` (one address) or `pool` (a name resolving to several).
+    #[serde(default)]
+    pub kind: SourceKind,
+    /// Start with a burst of quick polls.
+    #[serde(default)]
+    pub iburst: bool,
+    /// Shortest poll interval, log2 seconds (-6..=17).
+    #[serde(default = "default_minpoll")]
+    pub minpoll: i8,
+    /// Longest poll interval, log2 seconds (minpoll..=17).
+    #[serde(default = "default_maxpoll")]
+    pub maxpoll: i8,
+    /// Prefer this source when it survives selection.
+    #[serde(default)]
+    pub prefer: bool,
+    /// Pools: how many of the resolved addresses are used at once (default 4).
+    #[serde(default)]
+    pub max_sources: Option<usize>,
+}
+
+/// `source.kind`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceKind {
+    #[default]
+    Server,
+    Pool,
+}
+
+fn default_minpoll() -> i8 {
+    DEFAULT_MINPOLL
+}
+
+fn default_maxpoll() -> i8 {
+    DEFAULT_MAXPOLL
+}
+
+/// Default `minpoll` (64 s).
+pub const DEFAULT_MINPOLL: i8 = 6;
+/// Default `maxpoll` (1024 s).
+pub const DEFAULT_MAXPOLL: i8 = 10;
+/// Poll exponents accepted (1/64 s ..= 36 h).
+pub const POLL_RANGE: std::ops::RangeInclusive<i8> = -6..=17;
+/// The NTP port, used when an address has none.
+pub const NTP_PORT: u16 = 123;
+/// Default `max-sources` of a pool.
+pub const DEFAULT_POOL_SOURCES: usize = 4;
+/// Upper bound of `max-sources` and `min-sources`.
+pub const MAX_SOURCES: usize = 16;
+/// Upper bound of `clock.leap-smear-window`, seconds.
+pub const MAX_SMEAR_WINDOW: f64 = 172_800.0;
+
+impl SourceConfig {
+    /// A source with every default but its address.
+    pub fn new(address: &str) -> SourceConfig {
+        SourceConfig {
+            address: address.to_owned(),
+            kind: SourceKind::Server,
+            iburst: false,
+            minpoll: DEFAULT_MINPOLL,
+            maxpoll: DEFAULT_MAXPOLL,
+            prefer: false,
+            max_sources: None,
+        }
+    }
+
+    /// The host (a name or an IP literal, without brackets) and port of `address`.
+    pub fn host_port(&self) -> Result<(String, u16), String> {
+        split_host_port(&self.address)
+    }
+
+    /// How many addresses this source contributes at most: 1 for a server.
+    pub fn max_sources(&self) -> usize {
+        match self.kind {
+            SourceKind::Server => 1,
+            SourceKind::Pool => self.max_sources.unwrap_or(DEFAULT_POOL_SOURCES),
+        }
+    }
+}
+
+/// Splits `HOST`, `HOST:PORT`, `IPv4[:PORT]`, `IPv6` or `[IPv6]:PORT` (default port 123).
+pub fn split_host_port(address: &str) -> Result<(String, u16), String> {
+    let a = address.trim();
+    if a.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if let Ok(sa) = a.parse::<SocketAddr>() {
+        return Ok((sa.ip().to_string(), sa.port()));
+    }
+    if let Ok(ip) = a
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+    {
+        return Ok((ip.to_string(), NTP_PORT));
+    }
+    let (host, port) = match a.rsplit_once(':') {
+        Some((h, p)) => {
+            let port =
+                p.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| {
+                    format!("invalid port {p:?} in {address:?}, expected 1..=65535")
+                })?;
+            (h, port)
+        }
+        None => (a, NTP_PORT),
+    };
+    let name_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
+    if !name_ok {
+        return Err(format!(
+            "invalid address {address:?}, expected HOST, HOST:PORT, IP, IP:PORT or [IPv6]:PORT"
+        ));
+    }
+    Ok((host.to_owned(), port))
 }
 
 /// `[log]`: diagnostics.
@@ -427,6 +598,94 @@ impl Config {
                 format!("must be in 1..=15, got {}", self.clock.local_stratum),
             );
         }
+        let clock = &self.clock;
+        if !(clock.step_threshold.is_finite() && clock.step_threshold > 0.0) {
+            problem(
+                "clock.step-threshold",
+                format!(
+                    "must be a positive number of seconds, got {}",
+                    clock.step_threshold
+                ),
+            );
+        }
+        if !(clock.holdover.is_finite() && clock.holdover >= 0.0) {
+            problem(
+                "clock.holdover",
+                format!("must be 0 or more seconds, got {}", clock.holdover),
+            );
+        }
+        if !(1..=MAX_SOURCES).contains(&clock.min_sources) {
+            problem(
+                "clock.min-sources",
+                format!("must be in 1..={MAX_SOURCES}, got {}", clock.min_sources),
+            );
+        } else if !self.sources.is_empty() {
+            let most: usize = self.sources.iter().map(|s| s.max_sources().max(1)).sum();
+            if clock.min_sources > most {
+                problem(
+                    "clock.min-sources",
+                    format!(
+                        "is {} but the [[source]] tables give at most {most} source(s)",
+                        clock.min_sources
+                    ),
+                );
+            }
+        }
+        if !(clock.leap_smear_window.is_finite()
+            && clock.leap_smear_window > 0.0
+            && clock.leap_smear_window <= MAX_SMEAR_WINDOW)
+        {
+            problem(
+                "clock.leap-smear-window",
+                format!(
+                    "must be more than 0 and at most {MAX_SMEAR_WINDOW} seconds, got {}",
+                    clock.leap_smear_window
+                ),
+            );
+        }
+        for (i, s) in self.sources.iter().enumerate() {
+            let key = |k: &str| format!("source[{i}].{k}");
+            if let Err(message) = s.host_port() {
+                problem(&key("address"), message);
+            } else if self.sources[..i]
+                .iter()
+                .any(|o| o.address.trim() == s.address.trim())
+            {
+                problem(&key("address"), format!("duplicate source {:?}", s.address));
+            }
+            for (name, v) in [("minpoll", s.minpoll), ("maxpoll", s.maxpoll)] {
+                if !POLL_RANGE.contains(&v) {
+                    problem(
+                        &key(name),
+                        format!(
+                            "must be in {}..={} (log2 seconds), got {v}",
+                            POLL_RANGE.start(),
+                            POLL_RANGE.end()
+                        ),
+                    );
+                }
+            }
+            if s.minpoll > s.maxpoll {
+                problem(
+                    &key("maxpoll"),
+                    format!(
+                        "must be at least minpoll ({}), got {}",
+                        s.minpoll, s.maxpoll
+                    ),
+                );
+            }
+            match (s.kind, s.max_sources) {
+                (SourceKind::Server, Some(_)) => problem(
+                    &key("max-sources"),
+                    "applies only to kind = \"pool\"".to_owned(),
+                ),
+                (SourceKind::Pool, Some(n)) if !(1..=MAX_SOURCES).contains(&n) => problem(
+                    &key("max-sources"),
+                    format!("must be in 1..={MAX_SOURCES}, got {n}"),
+                ),
+                _ => {}
+            }
+        }
         if let Err(message) = check_log_level(&self.log.level) {
             problem("log.level", message);
         }
@@ -475,20 +734,84 @@ fn check_log_level(level: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Byte offsets of the values of two-level keys (`server.workers` → offset), for pointing
-/// validation errors at a line. Only called on text that already parsed.
+/// Byte offsets of the values of table keys (`server.workers` → offset) and of keys in arrays
+/// of tables (`source[1].minpoll` → offset), for pointing validation errors at a line. Only
+/// called on text that already parsed.
 fn value_spans(text: &str) -> BTreeMap<String, usize> {
-    type Tables = BTreeMap<String, BTreeMap<String, toml::Spanned<toml::Value>>>;
-    let Ok(tables) = toml::from_str::<Tables>(text) else {
-        return BTreeMap::new();
-    };
-    tables
-        .into_iter()
-        .flat_map(|(table, keys)| {
-            keys.into_iter()
-                .map(move |(key, value)| (format!("{table}.{key}"), value.span().start))
-        })
-        .collect()
+    toml::from_str::<SpanIndex>(text)
+        .map(|s| s.0)
+        .unwrap_or_default()
+}
+
+/// The top level of a file: each table (or array of tables) and the offsets of its values.
+struct SpanIndex(BTreeMap<String, usize>);
+
+/// One top-level value: a table's keys (`.key`) or an array of tables' keys (`[i].key`).
+struct SpanSection(Vec<(String, usize)>);
+
+impl<'de> Deserialize<'de> for SpanIndex {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = SpanIndex;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a table")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<SpanIndex, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some(table) = map.next_key::<String>()? {
+                    let section: SpanSection = map.next_value()?;
+                    for (key, offset) in section.0 {
+                        out.insert(format!("{table}{key}"), offset);
+                    }
+                }
+                Ok(SpanIndex(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for SpanSection {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        type Keys = BTreeMap<String, toml::Spanned<toml::Value>>;
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = SpanSection;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a table or an array of tables")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<SpanSection, A::Error> {
+                let mut out = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let value: toml::Spanned<toml::Value> = map.next_value()?;
+                    out.push((format!(".{key}"), value.span().start));
+                }
+                Ok(SpanSection(out))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<SpanSection, A::Error> {
+                let mut out = Vec::new();
+                let mut i = 0;
+                while let Some(keys) = seq.next_element::<Keys>()? {
+                    for (key, value) in keys {
+                        out.push((format!("[{i}].{key}"), value.span().start));
+                    }
+                    i += 1;
+                }
+                Ok(SpanSection(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[cfg(test)]
@@ -571,10 +894,14 @@ level = "meridian=trace,warn"
                     batch_size: 1024,
                     ..ServerConfig::default()
                 },
-                clock: ClockConfig { local_stratum: 1 },
+                clock: ClockConfig {
+                    local_stratum: 1,
+                    ..ClockConfig::default()
+                },
                 log: LogConfig {
                     level: "meridian=trace,warn".into()
                 },
+                sources: Vec::new(),
             }
         );
     }
@@ -638,10 +965,39 @@ level = "meridian=trace,warn"
                     xdp_mode: XdpMode::Native,
                     queues: vec![0, 1],
                 },
-                clock: ClockConfig { local_stratum: 8 },
+                clock: ClockConfig {
+                    local_stratum: 8,
+                    mode: ClockMode::System,
+                    step_threshold: 0.5,
+                    step_limit: 5,
+                    drift_file: Some("/var/lib/meridian/drift".into()),
+                    holdover: 3600.0,
+                    min_sources: 2,
+                    local_fallback: true,
+                    leap_smear: true,
+                    leap_smear_window: 43200.0,
+                },
                 log: LogConfig {
                     level: "meridian=debug,info".into()
                 },
+                sources: vec![
+                    SourceConfig {
+                        iburst: true,
+                        prefer: true,
+                        minpoll: 4,
+                        maxpoll: 8,
+                        ..SourceConfig::new("ntp1.example.net")
+                    },
+                    SourceConfig {
+                        iburst: true,
+                        ..SourceConfig::new("192.0.2.1:1123")
+                    },
+                    SourceConfig {
+                        kind: SourceKind::Pool,
+                        max_sources: Some(3),
+                        ..SourceConfig::new("pool.example.net")
+                    },
+                ],
             }
         );
         // Every key of the schema appears in the example, uncommented.
@@ -655,6 +1011,22 @@ level = "meridian=trace,warn"
             "xdp-mode =",
             "queues =",
             "local-stratum =",
+            "mode =",
+            "step-threshold =",
+            "step-limit =",
+            "drift-file =",
+            "holdover =",
+            "min-sources =",
+            "local-fallback =",
+            "leap-smear =",
+            "leap-smear-window =",
+            "address =",
+            "kind =",
+            "iburst =",
+            "minpoll =",
+            "maxpoll =",
+            "prefer =",
+            "max-sources =",
             "level =",
         ] {
             assert!(text.lines().any(|l| l.starts_with(key)), "{key}");
@@ -711,7 +1083,8 @@ level = "meridian=trace,warn"
         let e = err("[clock]\nstratum = 3\n");
         assert!(
             e.starts_with(
-                "meridian.toml:2:1: unknown field `stratum` in [clock], expected `local-stratum`"
+                "meridian.toml:2:1: unknown field `stratum` in [clock], expected one of \
+                 `local-stratum`, `mode`"
             ),
             "{e}"
         );
@@ -1041,6 +1414,134 @@ level = "meridian=trace,warn"
         let mut c = Config::default();
         c.apply_overrides(&[], None, Some(BackendKind::Xdp));
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn sources_and_clock_defaults() {
+        let c = parse("[[source]]\naddress = \"192.0.2.1\"\n").unwrap();
+        assert_eq!(c.sources, vec![SourceConfig::new("192.0.2.1")]);
+        let s = &c.sources[0];
+        assert_eq!(
+            (s.minpoll, s.maxpoll, s.iburst, s.prefer),
+            (6, 10, false, false)
+        );
+        assert_eq!(s.kind, SourceKind::Server);
+        assert_eq!(s.max_sources(), 1);
+        let d = ClockConfig::default();
+        assert_eq!(d.mode, ClockMode::Virtual);
+        assert_eq!(
+            (d.step_threshold, d.step_limit, d.holdover),
+            (1.0, 3, 600.0)
+        );
+        assert_eq!(
+            (d.min_sources, d.local_fallback, d.leap_smear),
+            (1, false, false)
+        );
+        assert_eq!(d.leap_smear_window, 86400.0);
+        assert_eq!(d.drift_file, None);
+        assert!(Config::default().sources.is_empty());
+        let c = parse("[[source]]\naddress = \"pool.example.net\"\nkind = \"pool\"\n").unwrap();
+        assert_eq!(c.sources[0].max_sources(), 4);
+        let c = parse("[clock]\nmode = \"system\"\nstep-threshold = 2\n").unwrap();
+        assert_eq!(c.clock.mode, ClockMode::System);
+        assert_eq!(c.clock.step_threshold, 2.0);
+    }
+
+    #[test]
+    fn source_address_forms() {
+        for (a, host, port) in [
+            ("192.0.2.1", "192.0.2.1", 123),
+            ("192.0.2.1:1123", "192.0.2.1", 1123),
+            ("2001:db8::1", "2001:db8::1", 123),
+            ("[2001:db8::1]", "2001:db8::1", 123),
+            ("[2001:db8::1]:9", "2001:db8::1", 9),
+            ("ntp.example.net", "ntp.example.net", 123),
+            ("ntp.example.net:4123", "ntp.example.net", 4123),
+            ("localhost", "localhost", 123),
+        ] {
+            assert_eq!(split_host_port(a), Ok((host.to_owned(), port)), "{a}");
+        }
+        for bad in [
+            "",
+            "host:",
+            "host:0",
+            "host:99999",
+            "a b",
+            "ho/st",
+            "[::1]:x",
+            "a:b:c",
+        ] {
+            assert!(split_host_port(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn source_errors_name_the_table_and_line() {
+        let text = "[[source]]\naddress = \"192.0.2.1\"\n\n[[source]]\naddress = \"a b\"\n\
+                    minpoll = 9\nmaxpoll = 18\n";
+        assert_eq!(
+            err(text),
+            "meridian.toml:5:11: source[1].address: invalid address \"a b\", expected HOST, \
+             HOST:PORT, IP, IP:PORT or [IPv6]:PORT\n\
+             meridian.toml:7:11: source[1].maxpoll: must be in -6..=17 (log2 seconds), got 18"
+        );
+        assert_eq!(
+            err("[[source]]\naddress = \"h\"\nminpoll = 8\nmaxpoll = 7\n"),
+            "meridian.toml:4:11: source[0].maxpoll: must be at least minpoll (8), got 7"
+        );
+        assert_eq!(
+            err("[[source]]\naddress = \"h\"\nmax-sources = 2\n"),
+            "meridian.toml:3:15: source[0].max-sources: applies only to kind = \"pool\""
+        );
+        assert_eq!(
+            err("[[source]]\naddress = \"p\"\nkind = \"pool\"\nmax-sources = 0\n"),
+            "meridian.toml:4:15: source[0].max-sources: must be in 1..=16, got 0"
+        );
+        assert_eq!(
+            err("[[source]]\naddress = \"h\"\n[[source]]\naddress = \"h\"\n"),
+            "meridian.toml:4:11: source[1].address: duplicate source \"h\""
+        );
+        let e = err("[[source]]\naddress = \"h\"\nburst = true\n");
+        assert!(
+            e.starts_with(
+                "meridian.toml:3:1: unknown field `burst` in [source[0]], expected one of"
+            ),
+            "{e}"
+        );
+        let e = err("[[source]]\nkind = \"pool\"\n");
+        assert!(e.contains("missing field `address`"), "{e}");
+        let e = err("[[source]]\naddress = \"h\"\nkind = \"peer\"\n");
+        assert!(
+            e.starts_with("meridian.toml:3:8: source[0].kind: unknown variant `peer`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn clock_ranges() {
+        assert_eq!(
+            err("[clock]\nstep-threshold = 0\nholdover = -1\nmin-sources = 0\n\
+                 leap-smear-window = 0\n"),
+            "meridian.toml:2:18: clock.step-threshold: must be a positive number of seconds, got 0\n\
+             meridian.toml:3:12: clock.holdover: must be 0 or more seconds, got -1\n\
+             meridian.toml:4:15: clock.min-sources: must be in 1..=16, got 0\n\
+             meridian.toml:5:21: clock.leap-smear-window: must be more than 0 and at most \
+             172800 seconds, got 0"
+        );
+        assert_eq!(
+            err(
+                "[clock]\nmin-sources = 3\n[[source]]\naddress = \"a\"\n[[source]]\n\
+                 address = \"b\"\n"
+            ),
+            "meridian.toml:2:15: clock.min-sources: is 3 but the [[source]] tables give at \
+             most 2 source(s)"
+        );
+        parse("[clock]\nmin-sources = 3\n[[source]]\naddress = \"p\"\nkind = \"pool\"\n").unwrap();
+        let e = err("[clock]\nmode = \"kernel\"\n");
+        assert!(
+            e.starts_with("meridian.toml:2:8: clock.mode: unknown variant `kernel`"),
+            "{e}"
+        );
     }
 
     #[test]
