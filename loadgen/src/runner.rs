@@ -275,13 +275,11 @@ fn worker(
                             stats.missed_sends += due.skipped;
                             iv.missed += due.skipped;
                         }
-                        let mut left = due.send;
-                        let per = left.div_ceil(nclients.max(1)).max(1);
-                        while left > 0 {
-                            let k = per.min(left);
-                            todo.push((rr as u32, k));
+                        // The slots due together go out from one client in one batch;
+                        // clients take turns batch by batch.
+                        if due.send > 0 {
+                            todo.push((rr as u32, due.send));
                             rr = (rr + 1) % nclients;
-                            left -= k;
                         }
                     }
                 }
