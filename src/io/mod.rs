@@ -7,6 +7,7 @@
 
 pub mod cmsg;
 pub mod udp;
+pub mod upstream;
 #[cfg(target_os = "linux")]
 pub mod uring;
 

@@ -2,3 +2,4 @@
 //! home of `unsafe` in the crate; every block carries a `// SAFETY:` comment.
 
 pub mod clock;
+pub mod timex;

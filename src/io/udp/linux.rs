@@ -34,7 +34,7 @@ const ROUNDS_PER_WAKE: usize = 16;
 const SOCKET_BUFFER: usize = 4 << 20;
 
 /// SOF_TIMESTAMPING_* flags: software receive stamps, reported in SCM_TIMESTAMPING.
-const TIMESTAMPING_RX_SOFTWARE: u32 =
+pub(crate) const TIMESTAMPING_RX_SOFTWARE: u32 =
     libc::SOF_TIMESTAMPING_RX_SOFTWARE | libc::SOF_TIMESTAMPING_SOFTWARE;
 
 /// One bound socket of a worker.
@@ -221,7 +221,7 @@ pub fn enable_rx_tx_timestamps(s: &Socket) -> std::io::Result<()> {
     )
 }
 
-fn setsockopt_int(s: &Socket, level: i32, name: i32, value: i32) -> std::io::Result<()> {
+pub(crate) fn setsockopt_int(s: &Socket, level: i32, name: i32, value: i32) -> std::io::Result<()> {
     // SAFETY: the fd is a live socket owned by `s`; the option value points at a local i32 whose
     // size is passed alongside, and the kernel only reads it.
     let r = unsafe {
