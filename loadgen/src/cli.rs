@@ -10,7 +10,13 @@ use clap::{Parser, ValueEnum};
 /// Open- and closed-loop NTP load generator: validates every reply, records round-trip and
 /// server residence times in HDR histograms, and finds the highest sustainable rate (`--sweep`).
 #[derive(Parser, Debug, Clone)]
-#[command(name = "meridian-loadgen", version)]
+#[command(
+    name = "meridian-loadgen",
+    version,
+    after_help = "Exit status: 0 when every run passed; 1 when a run had invalid replies \
+                  (kiss-o'-death included) or lost more than --max-loss (in a sweep, loss only \
+                  ends the sweep); 2 on a usage or I/O error."
+)]
 pub struct Args {
     /// Server to load: `ADDR:PORT` or `NAME=ADDR:PORT` (repeat to measure several servers one
     /// after another under the same settings).
