@@ -4,9 +4,12 @@
 use std::fs::File;
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod common;
+
+use common::ProcessGuard;
 use meridian::proto::client::check_reply;
 use meridian::proto::server::client_request;
 use meridian::proto::{NtpTimestamp, UnixNanos};
@@ -26,72 +29,6 @@ fn meridian_binary() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-/// A child process stopped on every path: SIGTERM by PID, then SIGKILL after a grace period.
-struct ProcessGuard {
-    child: Option<Child>,
-    name: &'static str,
-}
-
-impl ProcessGuard {
-    fn new(child: Child, name: &'static str) -> Self {
-        ProcessGuard {
-            child: Some(child),
-            name,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    fn try_wait(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut()?.try_wait().ok().flatten()
-    }
-
-    /// Waits up to `limit` for the process to exit by itself; kills it after that.
-    fn wait_for(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(s) = self.try_wait() {
-                self.child = None;
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    /// SIGTERM, wait up to 5 s, then SIGKILL. Returns the exit status if it exited on its own.
-    fn stop(&mut self) -> Option<ExitStatus> {
-        let child = self.child.as_mut()?;
-        if let Ok(Some(s)) = child.try_wait() {
-            self.child = None;
-            return Some(s);
-        }
-        let pid = child.id() as libc::pid_t;
-        // SAFETY: kill(2) with the PID of a child we spawned and have not reaped (so the PID
-        // cannot have been reused); it only sends a signal.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
-        if let Some(s) = self.wait_for(Duration::from_secs(5)) {
-            return Some(s);
-        }
-        eprintln!("{} did not stop on SIGTERM; killing it", self.name);
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        None
-    }
-}
-
-impl Drop for ProcessGuard {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 fn free_udp_port() -> u16 {

@@ -1,6 +1,8 @@
 //! The load generator against a deliberately broken NTP server on 127.0.0.1: every fault the
 //! server cycles through must be counted under its own reason, and the run must fail.
 
+mod common;
+
 use std::net::UdpSocket;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -117,23 +119,27 @@ fn every_fault_is_counted_under_its_own_reason() {
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("out.json");
     let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_meridian-loadgen"))
-        .args([
-            "--target",
-            &format!("broken=127.0.0.1:{}", server.port),
-            "--rate",
-            "700",
-            "--duration",
-            "1",
-            "--clients",
-            "2",
-            "--timeout-ms",
-            "300",
-            "--json",
-        ])
-        .arg(&json)
-        .output()
-        .expect("run meridian-loadgen");
+    let out = common::run_bounded(
+        {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_meridian-loadgen"));
+            c.args([
+                "--target",
+                &format!("broken=127.0.0.1:{}", server.port),
+                "--rate",
+                "700",
+                "--duration",
+                "1",
+                "--clients",
+                "2",
+                "--timeout-ms",
+                "300",
+                "--json",
+            ])
+            .arg(&json);
+            c
+        },
+        Duration::from_secs(30),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
@@ -191,20 +197,24 @@ fn no_server_means_loss_and_failure() {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         s.local_addr().unwrap().port()
     };
-    let out = Command::new(env!("CARGO_BIN_EXE_meridian-loadgen"))
-        .args([
-            "--target",
-            &format!("127.0.0.1:{port}"),
-            "--rate",
-            "200",
-            "--duration",
-            "0.5",
-            "--timeout-ms",
-            "100",
-            "--quiet",
-        ])
-        .output()
-        .expect("run meridian-loadgen");
+    let out = common::run_bounded(
+        {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_meridian-loadgen"));
+            c.args([
+                "--target",
+                &format!("127.0.0.1:{port}"),
+                "--rate",
+                "200",
+                "--duration",
+                "0.5",
+                "--timeout-ms",
+                "100",
+                "--quiet",
+            ]);
+            c
+        },
+        Duration::from_secs(30),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("(100.000%)"), "{stdout}");

@@ -1,6 +1,8 @@
 //! Closed loop, warm-up, several targets and the rate sweep, against small NTP servers
 //! written here (127.0.0.1, ephemeral ports, bounded runs).
 
+mod common;
+
 use std::net::UdpSocket;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,12 +88,14 @@ fn loadgen(args: &[&str]) -> (Output, serde_json::Value) {
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("out.json");
     let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_meridian-loadgen"))
-        .args(args)
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .expect("run meridian-loadgen");
+    let out = common::run_bounded(
+        {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_meridian-loadgen"));
+            c.args(args).arg("--json").arg(&json);
+            c
+        },
+        Duration::from_secs(30),
+    );
     assert!(started.elapsed() < Duration::from_secs(30));
     println!("{}", String::from_utf8_lossy(&out.stdout));
     let v = serde_json::from_str(&std::fs::read_to_string(&json).unwrap_or_default())
@@ -197,10 +201,14 @@ fn sweep_finds_the_rate_limit() {
 
 #[test]
 fn bad_arguments_are_refused() {
-    let out = Command::new(env!("CARGO_BIN_EXE_meridian-loadgen"))
-        .args(["--target", "127.0.0.1:9", "--threads", "0"])
-        .output()
-        .unwrap();
+    let out = common::run_bounded(
+        {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_meridian-loadgen"));
+            c.args(["--target", "127.0.0.1:9", "--threads", "0"]);
+            c
+        },
+        Duration::from_secs(30),
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--threads"));
 }
