@@ -10,6 +10,8 @@ pub mod udp;
 pub mod upstream;
 #[cfg(target_os = "linux")]
 pub mod uring;
+#[cfg(target_os = "linux")]
+pub mod xdp;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;

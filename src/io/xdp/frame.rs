@@ -1,0 +1,756 @@
+//! Ethernet/IP/UDP framing for the AF_XDP backend, without unsafe and without I/O: validate a
+//! received frame, decide whether it is for us, and turn it into its reply in place (MACs,
+//! addresses and ports swapped, lengths shrunk to the reply, IPv4 header and UDP checksums
+//! recomputed). The NTP payload itself is parsed and written by `proto`.
+//!
+//! What is accepted (everything else is dropped and counted, never answered):
+//!
+//! * Ethernet II to a unicast MAC, optionally with one 802.1Q / 802.1ad tag (kept in the reply);
+//! * IPv4 without options (IHL = 5), not a fragment, protocol UDP, total length within the frame
+//!   (Ethernet padding after it is ignored), a correct header checksum;
+//! * IPv6 with UDP as the next header (no extension headers), payload length within the frame;
+//! * UDP whose length is exactly the IP payload, source port not 0, and a correct checksum
+//!   (IPv4 may carry 0 = none; IPv6 must carry one). A checksum field that holds only the
+//!   pseudo-header sum is also accepted: that is what a virtual sender (veth, tap) with checksum
+//!   offload leaves in frames that never crossed a wire (CHECKSUM_PARTIAL), and AF_XDP does not
+//!   tell us whether the kernel already trusted the frame;
+//! * a source address that can be answered (not multicast, broadcast, unspecified or loopback)
+//!   and a destination the [`AddrFilter`] accepts.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::clock::{ClockSnapshot, RawStamp};
+use crate::proto::{DropReason, Request};
+use crate::server::counters::Tally;
+use crate::sys;
+
+const ETH_HLEN: usize = 14;
+const VLAN_HLEN: usize = 4;
+const IPV4_HLEN: usize = 20;
+const IPV6_HLEN: usize = 40;
+const UDP_HLEN: usize = 8;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const IPPROTO_UDP: u8 = 17;
+/// TTL / hop limit of replies.
+const REPLY_TTL: u8 = 64;
+
+/// Which destinations are ours: the listen addresses, where a wildcard (0.0.0.0 / [::]) stands
+/// for every local address of its family (refreshed by the worker).
+#[derive(Clone, Debug, Default)]
+pub struct AddrFilter {
+    listen: Vec<SocketAddr>,
+    local: Vec<IpAddr>,
+}
+
+impl AddrFilter {
+    pub fn new(listen: &[SocketAddr]) -> Self {
+        AddrFilter {
+            listen: listen.to_vec(),
+            local: Vec::new(),
+        }
+    }
+
+    /// Whether some listen address is a wildcard (so the local addresses matter).
+    pub fn has_wildcard(&self) -> bool {
+        self.listen.iter().any(|a| a.ip().is_unspecified())
+    }
+
+    /// Replaces the host's local addresses (used for wildcard listen addresses).
+    pub fn set_local(&mut self, local: Vec<IpAddr>) {
+        self.local = local;
+    }
+
+    /// Whether a datagram to `dst`:`port` is one we answer.
+    pub fn accepts(&self, dst: IpAddr, port: u16) -> bool {
+        self.listen.iter().any(|l| {
+            if l.port() != port {
+                return false;
+            }
+            match (l.ip(), dst) {
+                (IpAddr::V4(a), IpAddr::V4(_)) if a.is_unspecified() => self.local.contains(&dst),
+                (IpAddr::V6(a), IpAddr::V6(_)) if a.is_unspecified() => self.local.contains(&dst),
+                (a, d) => a == d,
+            }
+        })
+    }
+}
+
+/// Where the parts of a valid UDP frame are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parsed {
+    /// Offset of the IP header (14, or 18 with a VLAN tag).
+    pub l3: usize,
+    pub ipv6: bool,
+    /// Offset of the UDP header.
+    pub udp: usize,
+    /// UDP payload length.
+    pub payload_len: usize,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+}
+
+impl Parsed {
+    /// The UDP payload's byte range in the frame.
+    pub fn payload(&self) -> std::ops::Range<usize> {
+        self.udp + UDP_HLEN..self.udp + UDP_HLEN + self.payload_len
+    }
+}
+
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+fn put16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+/// One's-complement sum of `data` as big-endian 16-bit words, added to `sum` (not folded).
+pub fn sum_words(mut sum: u64, data: &[u8]) -> u64 {
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        sum += u64::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        sum += u64::from(*last) << 8;
+    }
+    sum
+}
+
+/// Folds a 64-bit one's-complement accumulator to 16 bits (end-around carry).
+pub fn fold(mut sum: u64) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// The pseudo-header sum (not folded) for UDP over `src` → `dst` with UDP length `len`.
+fn pseudo_header_sum(src: IpAddr, dst: IpAddr, len: usize) -> u64 {
+    let mut sum = u64::from(IPPROTO_UDP) + len as u64;
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            sum = sum_words(sum, &s.octets());
+            sum = sum_words(sum, &d.octets());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            sum = sum_words(sum, &s.octets());
+            sum = sum_words(sum, &d.octets());
+        }
+        _ => {}
+    }
+    sum
+}
+
+/// Whether a source address can be answered: replying to multicast, broadcast, unspecified or
+/// loopback sources is never right (and would make us a reflector for spoofed ones).
+fn answerable_source(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            !(a.is_multicast() || a.is_broadcast() || a.is_unspecified() || a.is_loopback())
+        }
+        IpAddr::V6(a) => !(a.is_multicast() || a.is_unspecified() || a.is_loopback()),
+    }
+}
+
+/// Validates the Ethernet, IP and UDP layers of `frame` (see the module docs).
+pub fn parse(frame: &[u8]) -> Result<Parsed, DropReason> {
+    if frame.len() < ETH_HLEN {
+        return Err(DropReason::TooShort);
+    }
+    if frame[0] & 1 != 0 {
+        // Broadcast or multicast destination MAC: not a unicast request to us.
+        return Err(DropReason::Denied);
+    }
+    let mut l3 = ETH_HLEN;
+    let mut ethertype = be16(frame, 12);
+    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+        if frame.len() < ETH_HLEN + VLAN_HLEN {
+            return Err(DropReason::TooShort);
+        }
+        ethertype = be16(frame, 16);
+        l3 += VLAN_HLEN;
+    }
+    let (ipv6, udp, udp_len, src_ip, dst_ip) = match ethertype {
+        ETH_P_IP => {
+            let ip = frame.get(l3..l3 + IPV4_HLEN).ok_or(DropReason::TooShort)?;
+            if ip[0] >> 4 != 4 {
+                return Err(DropReason::Malformed);
+            }
+            if ip[0] & 0x0f != 5 {
+                return Err(DropReason::Malformed); // IP options (or a bogus IHL)
+            }
+            if be16(ip, 6) & 0x3fff != 0 {
+                return Err(DropReason::Malformed); // a fragment (MF or an offset)
+            }
+            if ip[9] != IPPROTO_UDP {
+                return Err(DropReason::Malformed);
+            }
+            if fold(sum_words(0, ip)) != 0xffff {
+                return Err(DropReason::Malformed); // header checksum
+            }
+            let total = be16(ip, 2) as usize;
+            if total < IPV4_HLEN + UDP_HLEN || l3 + total > frame.len() {
+                return Err(DropReason::Malformed);
+            }
+            let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+            let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+            (
+                false,
+                l3 + IPV4_HLEN,
+                total - IPV4_HLEN,
+                IpAddr::V4(src),
+                IpAddr::V4(dst),
+            )
+        }
+        ETH_P_IPV6 => {
+            let ip = frame.get(l3..l3 + IPV6_HLEN).ok_or(DropReason::TooShort)?;
+            if ip[0] >> 4 != 6 || ip[6] != IPPROTO_UDP {
+                return Err(DropReason::Malformed); // wrong version or extension headers
+            }
+            let payload = be16(ip, 4) as usize;
+            if payload < UDP_HLEN || l3 + IPV6_HLEN + payload > frame.len() {
+                return Err(DropReason::Malformed);
+            }
+            let mut s = [0u8; 16];
+            s.copy_from_slice(&ip[8..24]);
+            let mut d = [0u8; 16];
+            d.copy_from_slice(&ip[24..40]);
+            (
+                true,
+                l3 + IPV6_HLEN,
+                payload,
+                IpAddr::V6(Ipv6Addr::from(s)),
+                IpAddr::V6(Ipv6Addr::from(d)),
+            )
+        }
+        _ => return Err(DropReason::Malformed),
+    };
+    let datagram = &frame[udp..udp + udp_len];
+    if be16(datagram, 4) as usize != udp_len {
+        return Err(DropReason::Malformed); // UDP length disagrees with the IP length
+    }
+    let sport = be16(datagram, 0);
+    let dport = be16(datagram, 2);
+    if sport == 0 {
+        return Err(DropReason::Malformed);
+    }
+    let check = be16(datagram, 6);
+    if check == 0 {
+        if ipv6 {
+            return Err(DropReason::Malformed); // mandatory over IPv6 (RFC 8200 §8.1)
+        }
+    } else {
+        let pseudo = pseudo_header_sum(src_ip, dst_ip, udp_len);
+        let full = fold(sum_words(pseudo, datagram));
+        if full != 0xffff && check != fold(pseudo) {
+            return Err(DropReason::Malformed);
+        }
+    }
+    if !answerable_source(src_ip) {
+        return Err(DropReason::Denied);
+    }
+    Ok(Parsed {
+        l3,
+        ipv6,
+        udp,
+        payload_len: udp_len - UDP_HLEN,
+        src: SocketAddr::new(src_ip, sport),
+        dst: SocketAddr::new(dst_ip, dport),
+    })
+}
+
+/// Rewrites the headers of a parsed request frame into those of its reply, whose UDP payload
+/// (already written at `p.payload()`) is `reply_len` bytes, no longer than the request's.
+/// Returns the reply frame's length.
+pub fn finish_reply(frame: &mut [u8], p: &Parsed, reply_len: usize) -> usize {
+    debug_assert!(reply_len <= p.payload_len);
+    let udp_len = UDP_HLEN + reply_len;
+    // Ethernet: back to the sender (a VLAN tag stays as it is).
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&frame[0..6]);
+    frame.copy_within(6..12, 0);
+    frame[6..12].copy_from_slice(&mac);
+    let l3 = p.l3;
+    if p.ipv6 {
+        let ip = &mut frame[l3..l3 + IPV6_HLEN];
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&ip[8..24]);
+        ip.copy_within(24..40, 8);
+        ip[24..40].copy_from_slice(&a);
+        put16(ip, 4, udp_len as u16);
+        ip[7] = REPLY_TTL;
+    } else {
+        let ip = &mut frame[l3..l3 + IPV4_HLEN];
+        let mut a = [0u8; 4];
+        a.copy_from_slice(&ip[12..16]);
+        ip.copy_within(16..20, 12);
+        ip[16..20].copy_from_slice(&a);
+        put16(ip, 2, (IPV4_HLEN + udp_len) as u16);
+        put16(ip, 6, 0x4000); // DF, offset 0
+        ip[8] = REPLY_TTL;
+        put16(ip, 10, 0);
+        let c = !fold(sum_words(0, ip));
+        put16(ip, 10, c);
+    }
+    let u = p.udp;
+    let (sport, dport) = (p.src.port(), p.dst.port());
+    put16(frame, u, dport);
+    put16(frame, u + 2, sport);
+    put16(frame, u + 4, udp_len as u16);
+    put16(frame, u + 6, 0);
+    // The reply goes from the request's destination to its source.
+    let pseudo = pseudo_header_sum(p.dst.ip(), p.src.ip(), udp_len);
+    let mut c = !fold(sum_words(pseudo, &frame[u..u + udp_len]));
+    if c == 0 {
+        c = 0xffff; // 0 means "no checksum" on the wire
+    }
+    put16(frame, u + 6, c);
+    u + udp_len
+}
+
+/// What [`answer_in_place`] did with an answered frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Answered {
+    /// Length of the reply frame.
+    pub len: usize,
+    /// The reply's receive timestamp as sent (NTP format): the key an interleaved client
+    /// echoes, under which the transmit timestamp is recorded.
+    pub key: u64,
+}
+
+/// Handles one received frame: validates it, answers the NTP request in the same buffer and
+/// rewrites the headers, counting it in `tally` either way. `None` = dropped (counted).
+pub fn answer_in_place(
+    frame: &mut [u8],
+    filter: &AddrFilter,
+    snap: &ClockSnapshot,
+    rx: RawStamp,
+    tally: &mut Tally,
+) -> Option<Answered> {
+    tally.received += 1;
+    tally.stamp(rx.quality);
+    let parsed = match parse(frame) {
+        Ok(p) if filter.accepts(p.dst.ip(), p.dst.port()) => p,
+        Ok(_) => {
+            tally.drop(DropReason::Denied);
+            return None;
+        }
+        Err(reason) => {
+            tally.drop(reason);
+            return None;
+        }
+    };
+    let payload = &mut frame[parsed.payload()];
+    let req = match Request::parse(payload) {
+        Ok(r) if r.reply_len() <= payload.len() => r,
+        Ok(_) => {
+            tally.drop(DropReason::Malformed);
+            return None;
+        }
+        Err(reason) => {
+            tally.drop(reason);
+            return None;
+        }
+    };
+    let reply_len = req.write_reply(snap, snap.cook(rx.raw), payload, || {
+        snap.cook(sys::clock::now())
+    });
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&payload[32..40]);
+    let len = finish_reply(frame, &parsed, reply_len);
+    tally.answered += 1;
+    Some(Answered {
+        len,
+        key: u64::from_be_bytes(key),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::TimestampQuality;
+    use crate::proto::UnixNanos;
+
+    const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xc1];
+    const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x51];
+
+    fn ntp_request(len: usize) -> Vec<u8> {
+        let mut p = vec![0u8; len];
+        p[0] = (4 << 3) | 3;
+        p[40..48].copy_from_slice(&0x1122_3344_5566_7788u64.to_be_bytes());
+        p
+    }
+
+    /// A UDP datagram with a correct checksum (or `check` when given).
+    fn udp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+        let len = UDP_HLEN + payload.len();
+        let mut u = Vec::new();
+        u.extend_from_slice(&sport.to_be_bytes());
+        u.extend_from_slice(&dport.to_be_bytes());
+        u.extend_from_slice(&(len as u16).to_be_bytes());
+        u.extend_from_slice(&[0, 0]);
+        u.extend_from_slice(payload);
+        let c = !fold(sum_words(pseudo_header_sum(src, dst, len), &u));
+        put16(&mut u, 6, if c == 0 { 0xffff } else { c });
+        u
+    }
+
+    fn eth(ethertype: u16, vlan: bool, l3: &[u8]) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&SERVER_MAC);
+        f.extend_from_slice(&CLIENT_MAC);
+        if vlan {
+            f.extend_from_slice(&ETH_P_8021Q.to_be_bytes());
+            f.extend_from_slice(&42u16.to_be_bytes());
+        }
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f.extend_from_slice(l3);
+        f
+    }
+
+    fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, frag: u16, options: &[u8], payload: &[u8]) -> Vec<u8> {
+        let ihl = 5 + options.len() / 4;
+        let total = ihl * 4 + payload.len();
+        let mut h = vec![0x40 | ihl as u8, 0xb8];
+        h.extend_from_slice(&(total as u16).to_be_bytes());
+        h.extend_from_slice(&[0x12, 0x34]);
+        h.extend_from_slice(&frag.to_be_bytes());
+        h.extend_from_slice(&[7, IPPROTO_UDP, 0, 0]);
+        h.extend_from_slice(&src.octets());
+        h.extend_from_slice(&dst.octets());
+        h.extend_from_slice(options);
+        let c = !fold(sum_words(0, &h));
+        put16(&mut h, 10, c);
+        h.extend_from_slice(payload);
+        h
+    }
+
+    fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, payload: &[u8]) -> Vec<u8> {
+        let mut h = vec![0x60, 0, 0, 0];
+        h.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        h.push(next);
+        h.push(9);
+        h.extend_from_slice(&src.octets());
+        h.extend_from_slice(&dst.octets());
+        h.extend_from_slice(payload);
+        h
+    }
+
+    const C4: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 2);
+    const S4: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 1);
+
+    fn c6() -> Ipv6Addr {
+        "fd00:203::2".parse().unwrap()
+    }
+    fn s6() -> Ipv6Addr {
+        "fd00:203::1".parse().unwrap()
+    }
+
+    fn frame4(payload: &[u8], vlan: bool) -> Vec<u8> {
+        let u = udp(C4.into(), S4.into(), 40000, 123, payload);
+        eth(ETH_P_IP, vlan, &ipv4(C4, S4, 0x4000, &[], &u))
+    }
+
+    fn frame6(payload: &[u8], vlan: bool) -> Vec<u8> {
+        let u = udp(c6().into(), s6().into(), 40000, 123, payload);
+        eth(ETH_P_IPV6, vlan, &ipv6(c6(), s6(), IPPROTO_UDP, &u))
+    }
+
+    fn filter() -> AddrFilter {
+        AddrFilter::new(&[
+            SocketAddr::new(S4.into(), 123),
+            SocketAddr::new(s6().into(), 123),
+        ])
+    }
+
+    fn answer(frame: &mut [u8]) -> (Option<Answered>, Tally) {
+        let snap = ClockSnapshot::local(3, -20, UnixNanos::from_parts(1_700_000_000, 0));
+        let rx = RawStamp {
+            raw: UnixNanos::from_parts(1_700_000_001, 0),
+            quality: TimestampQuality::Driver,
+        };
+        let mut t = Tally::default();
+        let a = answer_in_place(frame, &filter(), &snap, rx, &mut t);
+        (a, t)
+    }
+
+    /// Checks a reply frame the way a receiving kernel would, and returns its parse.
+    fn check_reply(frame: &[u8], vlan: bool) -> Parsed {
+        assert_eq!(&frame[0..6], &CLIENT_MAC);
+        assert_eq!(&frame[6..12], &SERVER_MAC);
+        if vlan {
+            assert_eq!(be16(frame, 12), ETH_P_8021Q);
+            assert_eq!(be16(frame, 14), 42);
+        }
+        let p = parse(frame).expect("the reply is itself a valid frame");
+        assert_eq!(p.src.port(), 123);
+        assert_eq!(p.dst.port(), 40000);
+        let u = &frame[p.udp..p.udp + UDP_HLEN + p.payload_len];
+        assert_ne!(be16(u, 6), 0, "checksum present");
+        let full = fold(sum_words(
+            pseudo_header_sum(p.src.ip(), p.dst.ip(), u.len()),
+            u,
+        ));
+        assert_eq!(full, 0xffff, "UDP checksum verifies");
+        p
+    }
+
+    #[test]
+    fn ipv4_request_becomes_its_reply() {
+        for vlan in [false, true] {
+            let mut f = frame4(&ntp_request(48), vlan);
+            let (a, t) = answer(&mut f);
+            let a = a.expect("answered");
+            assert_eq!(a.len, f.len());
+            assert_eq!(t.answered, 1);
+            let p = check_reply(&f[..a.len], vlan);
+            assert_eq!(p.src.ip(), IpAddr::V4(S4));
+            assert_eq!(p.dst.ip(), IpAddr::V4(C4));
+            let payload = &f[p.payload()];
+            assert_eq!(payload.len(), 48);
+            assert_eq!(payload[0] & 7, 4, "mode 4");
+            assert_eq!(&payload[24..32], &0x1122_3344_5566_7788u64.to_be_bytes());
+            assert_eq!(
+                a.key,
+                u64::from_be_bytes(payload[32..40].try_into().unwrap())
+            );
+            assert_eq!(f[p.l3 + 8], REPLY_TTL);
+        }
+    }
+
+    #[test]
+    fn ipv6_request_becomes_its_reply() {
+        for vlan in [false, true] {
+            let mut f = frame6(&ntp_request(48), vlan);
+            let (a, t) = answer(&mut f);
+            let a = a.expect("answered");
+            assert_eq!(t.answered, 1);
+            let p = check_reply(&f[..a.len], vlan);
+            assert_eq!(p.src.ip(), IpAddr::V6(s6()));
+            assert_eq!(p.dst.ip(), IpAddr::V6(c6()));
+        }
+    }
+
+    #[test]
+    fn longer_request_gets_a_shorter_reply_and_lengths_shrink() {
+        // 48 + an extension field of 16 bytes: the reply is a bare 48-byte header.
+        let mut req = ntp_request(48);
+        req.extend_from_slice(&[0x01, 0x04, 0, 16]);
+        req.extend_from_slice(&[0u8; 12]);
+        for six in [false, true] {
+            let mut f = if six {
+                frame6(&req, false)
+            } else {
+                frame4(&req, false)
+            };
+            let before = f.len();
+            let (a, _) = answer(&mut f);
+            let a = a.expect("answered");
+            assert_eq!(a.len, before - 16);
+            let p = check_reply(&f[..a.len], false);
+            assert_eq!(p.payload_len, 48);
+        }
+    }
+
+    #[test]
+    fn ethernet_padding_is_ignored() {
+        // A frame padded beyond the IP total length still parses with the IP lengths.
+        let mut f = frame4(&ntp_request(48), false);
+        f.extend_from_slice(&[0u8; 20]);
+        let (a, _) = answer(&mut f);
+        assert_eq!(a.expect("answered").len, f.len() - 20);
+    }
+
+    #[test]
+    fn partial_checksum_from_virtual_senders_is_accepted() {
+        let mut f = frame4(&ntp_request(48), false);
+        let u = ETH_HLEN + IPV4_HLEN;
+        let partial = fold(pseudo_header_sum(C4.into(), S4.into(), 56));
+        put16(&mut f, u + 6, partial);
+        assert!(answer(&mut f).0.is_some());
+        let mut f = frame6(&ntp_request(48), false);
+        let u = ETH_HLEN + IPV6_HLEN;
+        let partial = fold(pseudo_header_sum(c6().into(), s6().into(), 56));
+        put16(&mut f, u + 6, partial);
+        assert!(answer(&mut f).0.is_some());
+    }
+
+    fn dropped(mut f: Vec<u8>) -> DropReason {
+        let (a, t) = answer(&mut f);
+        assert!(a.is_none(), "must not be answered");
+        assert_eq!(t.received, 1);
+        assert_eq!(t.answered, 0);
+        assert_eq!(t.dropped_total(), 1);
+        *DropReason::ALL
+            .iter()
+            .find(|r| t.dropped[r.index()] == 1)
+            .unwrap()
+    }
+
+    #[test]
+    fn hostile_frames_are_dropped_with_a_reason() {
+        let good4 = frame4(&ntp_request(48), false);
+        let good6 = frame6(&ntp_request(48), false);
+        let u4 = ETH_HLEN + IPV4_HLEN;
+        let u6 = ETH_HLEN + IPV6_HLEN;
+
+        // Every truncation of a valid frame.
+        for cut in 0..good4.len() {
+            let r = dropped(good4[..cut].to_vec());
+            assert!(
+                matches!(r, DropReason::TooShort | DropReason::Malformed),
+                "{cut}: {r:?}"
+            );
+        }
+        for cut in 0..good6.len() {
+            let r = dropped(good6[..cut].to_vec());
+            assert!(
+                matches!(r, DropReason::TooShort | DropReason::Malformed),
+                "{cut}: {r:?}"
+            );
+        }
+        // A short NTP payload (valid UDP): proto says too short.
+        assert_eq!(
+            dropped(frame4(&ntp_request(48)[..20], false)),
+            DropReason::TooShort
+        );
+        // IP options.
+        let u = udp(C4.into(), S4.into(), 40000, 123, &ntp_request(48));
+        let f = eth(ETH_P_IP, false, &ipv4(C4, S4, 0x4000, &[1, 1, 1, 0], &u));
+        assert_eq!(dropped(f), DropReason::Malformed);
+        // Fragments: MF set, or a non-zero offset.
+        for frag in [0x2000u16, 0x0001, 0x2010] {
+            let f = eth(ETH_P_IP, false, &ipv4(C4, S4, frag, &[], &u));
+            assert_eq!(dropped(f), DropReason::Malformed, "{frag:#x}");
+        }
+        // Bad IPv4 header checksum.
+        let mut f = good4.clone();
+        f[ETH_HLEN + 10] ^= 0x55;
+        assert_eq!(dropped(f), DropReason::Malformed);
+        // IP total length beyond the frame.
+        let mut f = good4.clone();
+        put16(&mut f, ETH_HLEN + 2, 200);
+        let c = {
+            let ip = &mut f[ETH_HLEN..ETH_HLEN + IPV4_HLEN];
+            put16(ip, 10, 0);
+            !fold(sum_words(0, ip))
+        };
+        put16(&mut f, ETH_HLEN + 10, c);
+        assert_eq!(dropped(f), DropReason::Malformed);
+        // UDP length disagreeing with the IP length, both ways, both families.
+        for (good, u) in [(&good4, u4), (&good6, u6)] {
+            for ulen in [0u16, 7, 8, 55, 57, 1000] {
+                let mut f = good.clone();
+                put16(&mut f, u + 4, ulen);
+                assert_eq!(dropped(f), DropReason::Malformed, "ulen {ulen}");
+            }
+            // Wrong checksum (not the pseudo-header-only value).
+            let mut f = good.clone();
+            let c = be16(&f, u + 6);
+            put16(&mut f, u + 6, c.wrapping_add(1));
+            assert_eq!(dropped(f), DropReason::Malformed);
+            // Corrupted payload with the old checksum.
+            let mut f = good.clone();
+            f[u + 8 + 20] ^= 0xff;
+            assert_eq!(dropped(f), DropReason::Malformed);
+            // Source port 0.
+            let mut f = good.clone();
+            put16(&mut f, u, 0);
+            assert_eq!(dropped(f), DropReason::Malformed);
+        }
+        // IPv4 without a checksum is fine; IPv6 without one is not.
+        let mut f = good4.clone();
+        put16(&mut f, u4 + 6, 0);
+        assert!(answer(&mut f).0.is_some());
+        let mut f = good6.clone();
+        put16(&mut f, u6 + 6, 0);
+        assert_eq!(dropped(f), DropReason::Malformed);
+        // IPv6 extension header (hop-by-hop) in front of UDP.
+        let u = udp(c6().into(), s6().into(), 40000, 123, &ntp_request(48));
+        assert_eq!(
+            dropped(eth(ETH_P_IPV6, false, &ipv6(c6(), s6(), 0, &u))),
+            DropReason::Malformed
+        );
+        // Not IP at all; not UDP.
+        assert_eq!(
+            dropped(eth(0x0806, false, &[0u8; 28])),
+            DropReason::Malformed
+        );
+        let mut f = good4.clone();
+        f[ETH_HLEN + 9] = 6;
+        assert_eq!(dropped(f), DropReason::Malformed);
+        // Broadcast destination MAC.
+        let mut f = good4.clone();
+        f[0..6].fill(0xff);
+        assert_eq!(dropped(f), DropReason::Denied);
+        // Version 7 NTP (proto's reason).
+        let mut req = ntp_request(48);
+        req[0] = (7 << 3) | 3;
+        assert_eq!(dropped(frame4(&req, false)), DropReason::BadVersion);
+        // Mode 6 (control): never answered.
+        let mut req = ntp_request(48);
+        req[0] = (2 << 3) | 6;
+        assert_eq!(dropped(frame4(&req, false)), DropReason::BadMode);
+    }
+
+    #[test]
+    fn only_our_addresses_and_ports_are_answered() {
+        // Another destination address, same port.
+        let other = Ipv4Addr::new(10, 203, 0, 9);
+        let u = udp(C4.into(), other.into(), 40000, 123, &ntp_request(48));
+        assert_eq!(
+            dropped(eth(ETH_P_IP, false, &ipv4(C4, other, 0, &[], &u))),
+            DropReason::Denied
+        );
+        // Our address, another port.
+        let u = udp(C4.into(), S4.into(), 40000, 124, &ntp_request(48));
+        assert_eq!(
+            dropped(eth(ETH_P_IP, false, &ipv4(C4, S4, 0, &[], &u))),
+            DropReason::Denied
+        );
+        // Spoofed loopback / broadcast / multicast sources.
+        for src in [
+            Ipv4Addr::new(127, 0, 0, 1),
+            Ipv4Addr::BROADCAST,
+            Ipv4Addr::new(224, 0, 0, 1),
+            Ipv4Addr::UNSPECIFIED,
+        ] {
+            let u = udp(src.into(), S4.into(), 40000, 123, &ntp_request(48));
+            assert_eq!(
+                dropped(eth(ETH_P_IP, false, &ipv4(src, S4, 0, &[], &u))),
+                DropReason::Denied,
+                "{src}"
+            );
+        }
+    }
+
+    #[test]
+    fn wildcard_filter_uses_local_addresses() {
+        let mut f = AddrFilter::new(&[
+            "0.0.0.0:123".parse().unwrap(),
+            "[::1]:1123".parse().unwrap(),
+        ]);
+        assert!(f.has_wildcard());
+        assert!(!f.accepts(S4.into(), 123), "no local addresses known yet");
+        f.set_local(vec![S4.into(), s6().into()]);
+        assert!(f.accepts(S4.into(), 123));
+        assert!(!f.accepts(S4.into(), 1123));
+        assert!(!f.accepts(s6().into(), 123), "no IPv6 wildcard");
+        assert!(f.accepts("::1".parse().unwrap(), 1123));
+        assert!(!f.accepts(Ipv4Addr::new(10, 203, 0, 9).into(), 123));
+        assert!(!AddrFilter::new(&["10.0.0.1:123".parse().unwrap()]).has_wildcard());
+    }
+
+    #[test]
+    fn checksum_helpers() {
+        // RFC 1071's example words: 0001 f203 f4f5 f6f7 → sum ddf2.
+        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(fold(sum_words(0, &data)), 0xddf2);
+        // Odd length: the last byte is padded with zero.
+        assert_eq!(fold(sum_words(0, &[0x12, 0x34, 0x56])), 0x1234 + 0x5600);
+        assert_eq!(fold(0x1_ffff), 0x0001);
+    }
+}

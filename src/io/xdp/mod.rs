@@ -1,0 +1,631 @@
+//! The AF_XDP backend: kernel bypass for the served UDP ports.
+//!
+//! For each configured interface the XDP program from `meridian-bpf` is loaded (with the ports
+//! of the listen addresses) and attached; it redirects UDP to those ports to the AF_XDP socket
+//! of the receiving queue, with a receive timestamp in the frame's metadata, and passes all
+//! other traffic to the kernel. Each RX queue gets one socket ([`socket::Xsk`]: its own UMEM
+//! and fill/completion/RX/TX rings) and one pinned worker.
+//!
+//! A worker's loop (one socket):
+//!
+//! 1. reap TX completions: read each frame's TX timestamp (AF_XDP TX metadata) into the
+//!    worker's [`TxStampLog`], and put the frame back on the free list;
+//! 2. top up the fill ring from the free list;
+//! 3. take a batch of RX descriptors; for each frame read the [`RxMeta`] timestamp (CLOCK_TAI →
+//!    system time through the measured TAI offset), validate the frame and answer it in place
+//!    ([`frame::answer_in_place`]: MACs, addresses and ports swapped, NTP reply written by
+//!    `proto`, lengths shrunk, checksums fixed), and queue it on the TX ring in the same frame;
+//!    dropped frames go back to the free list;
+//! 4. publish the TX ring and kick the kernel (`sendto`) when it asks for a wakeup;
+//! 5. with nothing received, `poll` for up to 100 ms (so the stop flag is seen).
+//!
+//! Dropping the backend (workers exit) closes the sockets and detaches the program.
+
+pub mod frame;
+pub mod netdev;
+mod ring;
+mod socket;
+mod umem;
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use meridian_bpf::{ifindex, ProgramConfig, RxMeta, XdpLink, XdpProgram, XskMap};
+
+use crate::clock::{RawStamp, TimestampQuality};
+use crate::config::XdpMode;
+use crate::io::{Opened, WorkerContext, WorkerIo};
+use crate::proto::{DropReason, UnixNanos};
+use crate::server::counters::Tally;
+use crate::sys;
+use frame::AddrFilter;
+use socket::{BindMode, BindTarget, Xsk};
+use umem::{TxMetadata, Umem, FRAME_SIZE};
+
+/// How long a worker waits in poll(2) before looking at the stop flag again.
+const POLL_MS: i32 = 100;
+/// How often the TAI offset and the local addresses are re-read.
+const REFRESH: Duration = Duration::from_secs(1);
+/// Transmit timestamps kept per worker (for interleaved mode).
+pub const TX_STAMP_LOG: usize = 4096;
+/// The most batches one kick of the TX ring is retried for (copy mode sends 32 per call).
+const MAX_KICKS: usize = 64;
+
+/// What the xdp backend serves.
+#[derive(Clone, Debug)]
+pub struct XdpOptions {
+    pub listen: Vec<SocketAddr>,
+    pub interfaces: Vec<String>,
+    pub mode: XdpMode,
+    /// RX queues to serve on each interface; empty = all.
+    pub queues: Vec<u32>,
+}
+
+/// Why the xdp backend cannot run, worded for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    #[error("{0}")]
+    Config(String),
+    #[error("interface {name:?}: {source}")]
+    Interface {
+        name: String,
+        source: meridian_bpf::Error,
+    },
+    #[error("cannot use bpf(2) for XDP (needs root or CAP_BPF + CAP_NET_ADMIN): {0}")]
+    Bpf(meridian_bpf::Error),
+    #[error("interface {name:?}: {source}")]
+    Program {
+        name: String,
+        source: meridian_bpf::Error,
+    },
+    #[error("interface {name:?} queue {queue}: AF_XDP socket: {source}")]
+    Socket {
+        name: String,
+        queue: u32,
+        source: socket::XskError,
+    },
+}
+
+/// Whether this process can run the xdp backend at all (bpf(2) for XDP usable).
+pub fn probe() -> Result<(), String> {
+    meridian_bpf::probe().map_err(|e| {
+        if e.is_permission_denied() {
+            format!("bpf(2) refused ({e}); the xdp backend needs root or CAP_BPF + CAP_NET_ADMIN")
+        } else {
+            format!("bpf(2) unavailable: {e}")
+        }
+    })
+}
+
+/// The program attached to one interface. Dropping the last reference detaches it.
+struct Attachment {
+    name: String,
+    _link: XdpLink,
+    map: XskMap,
+    _program: XdpProgram,
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        tracing::info!(interface = %self.name, "xdp: program detached");
+    }
+}
+
+/// One recorded transmit timestamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxStamp {
+    /// The receive timestamp of the reply (NTP format, as sent): what an interleaved client
+    /// echoes in its next request.
+    pub key: u64,
+    /// The client.
+    pub client: IpAddr,
+    /// When the reply left, in system time.
+    pub tx: UnixNanos,
+    pub quality: TimestampQuality,
+}
+
+/// A worker's recent transmit timestamps, oldest dropped first.
+#[derive(Debug, Default)]
+pub struct TxStampLog {
+    entries: VecDeque<TxStamp>,
+    recorded: u64,
+}
+
+impl TxStampLog {
+    pub fn push(&mut self, s: TxStamp) {
+        if self.entries.len() == TX_STAMP_LOG {
+            self.entries.pop_front();
+        }
+        self.entries.push_back(s);
+        self.recorded += 1;
+    }
+
+    /// The transmit time of the reply whose receive timestamp was `key`, to `client`.
+    pub fn lookup(&self, key: u64, client: IpAddr) -> Option<TxStamp> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|s| s.key == key && s.client == client)
+            .copied()
+    }
+
+    /// Timestamps recorded since start.
+    pub fn recorded(&self) -> u64 {
+        self.recorded
+    }
+
+    pub fn latest(&self) -> Option<TxStamp> {
+        self.entries.back().copied()
+    }
+}
+
+/// What a frame in flight on the TX ring needs at completion.
+#[derive(Clone, Copy, Debug)]
+struct InFlight {
+    key: u64,
+    client: IpAddr,
+    rx: UnixNanos,
+}
+
+/// One worker: one socket on one queue.
+pub struct XdpWorker {
+    xsk: Xsk,
+    ifname: String,
+    filter: AddrFilter,
+    /// Frame base addresses owned by us and not on any ring.
+    free: Vec<u64>,
+    /// Per frame index: what was sent from it (for the TX timestamp).
+    in_flight: Vec<Option<InFlight>>,
+    /// Frames on the TX ring or awaiting completion.
+    tx_outstanding: u32,
+    tai_offset_ns: i64,
+    last_refresh: Instant,
+    tx_stamps: TxStampLog,
+    first_tx_logged: bool,
+    /// Keeps the program attached while any worker of the interface runs.
+    _attachment: Arc<Attachment>,
+}
+
+/// Opens the backend: per interface, attach the program and bind one socket per queue.
+pub fn open(opts: &XdpOptions) -> Result<Opened, XdpError> {
+    if opts.interfaces.is_empty() {
+        return Err(XdpError::Config(
+            "the xdp backend needs an interface: give --interface IFACE or server.interface".into(),
+        ));
+    }
+    let mut ports: Vec<u16> = opts.listen.iter().map(|a| a.port()).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    if ports.contains(&0) {
+        return Err(XdpError::Config(
+            "the xdp backend needs explicit ports (port 0 cannot be chosen by the kernel: no \
+             socket is bound)"
+                .into(),
+        ));
+    }
+    if ports.len() > meridian_bpf::MAX_PORTS {
+        return Err(XdpError::Config(format!(
+            "the xdp backend serves at most {} distinct ports, got {}",
+            meridian_bpf::MAX_PORTS,
+            ports.len()
+        )));
+    }
+    probe().map_err(XdpError::Config)?;
+    let mut cfg = ProgramConfig::new(&ports);
+    cfg.ipv4 = opts.listen.iter().any(|a| a.is_ipv4());
+    cfg.ipv6 = opts.listen.iter().any(|a| a.is_ipv6());
+    let mode = match opts.mode {
+        XdpMode::Auto => meridian_bpf::XdpMode::Auto,
+        XdpMode::Native => meridian_bpf::XdpMode::Native,
+        XdpMode::Generic => meridian_bpf::XdpMode::Generic,
+    };
+    let mut filter = AddrFilter::new(&opts.listen);
+    if filter.has_wildcard() {
+        filter.set_local(netdev::local_addresses().unwrap_or_default());
+    }
+    let tai_offset_ns = sys::clock::tai_offset_ns();
+
+    let mut workers: Vec<Box<dyn WorkerIo>> = Vec::new();
+    for name in &opts.interfaces {
+        let ifx = ifindex(name).map_err(|source| XdpError::Interface {
+            name: name.clone(),
+            source,
+        })?;
+        let queue_count = netdev::rx_queue_count(name);
+        let queues: Vec<u32> = if opts.queues.is_empty() {
+            (0..queue_count).collect()
+        } else {
+            opts.queues.clone()
+        };
+        if let Some(q) = queues.iter().find(|&&q| q >= queue_count) {
+            return Err(XdpError::Config(format!(
+                "interface {name:?} has {queue_count} RX queue(s) (0..{queue_count}); queue {q} \
+                 does not exist"
+            )));
+        }
+        let map = XskMap::create(queue_count).map_err(XdpError::Bpf)?;
+        let program = XdpProgram::load(&cfg, &map).map_err(|source| XdpError::Program {
+            name: name.clone(),
+            source,
+        })?;
+        let link = program
+            .attach(ifx, mode)
+            .map_err(|source| XdpError::Program {
+                name: name.clone(),
+                source,
+            })?;
+        let attached = match link.mode() {
+            meridian_bpf::XdpMode::Generic => "generic",
+            _ => "native",
+        };
+        let attachment = Arc::new(Attachment {
+            name: name.clone(),
+            _link: link,
+            map,
+            _program: program,
+        });
+        let mut try_zero_copy = true;
+        let mut modes = Vec::new();
+        let mut tx_metadata_all = true;
+        for &queue in &queues {
+            let xsk = Xsk::open(BindTarget {
+                ifname: name,
+                ifindex: ifx,
+                queue,
+                try_zero_copy,
+            })
+            .map_err(|source| XdpError::Socket {
+                name: name.clone(),
+                queue,
+                source,
+            })?;
+            if xsk.mode == BindMode::Copy && try_zero_copy {
+                tracing::info!(
+                    interface = %name,
+                    "xdp: zero-copy refused by the driver; AF_XDP sockets run in copy mode"
+                );
+                try_zero_copy = false;
+            }
+            modes.push(xsk.mode);
+            tx_metadata_all &= xsk.tx_metadata;
+            attachment
+                .map
+                .insert(queue, xsk.as_fd())
+                .map_err(|source| XdpError::Program {
+                    name: name.clone(),
+                    source,
+                })?;
+            workers.push(Box::new(XdpWorker::new(
+                xsk,
+                name.clone(),
+                filter.clone(),
+                tai_offset_ns,
+                attachment.clone(),
+            )));
+        }
+        tracing::info!(
+            interface = %name,
+            ifindex = ifx,
+            xdp_mode = attached,
+            queues = ?queues,
+            zero_copy = modes.iter().all(|m| *m == BindMode::ZeroCopy),
+            tx_timestamps = tx_metadata_all,
+            ports = ?ports,
+            tai_offset_s = tai_offset_ns / 1_000_000_000,
+            "xdp: program attached, {} AF_XDP socket(s) bound",
+            queues.len()
+        );
+    }
+    Ok(Opened {
+        name: "xdp",
+        workers,
+        bound: opts.listen.clone(),
+        rx_stamping: TimestampQuality::Driver,
+    })
+}
+
+impl XdpWorker {
+    fn new(
+        xsk: Xsk,
+        ifname: String,
+        filter: AddrFilter,
+        tai_offset_ns: i64,
+        attachment: Arc<Attachment>,
+    ) -> XdpWorker {
+        let frames = xsk.umem.frames();
+        XdpWorker {
+            free: (0..frames)
+                .rev()
+                .map(|i| u64::from(i) * u64::from(FRAME_SIZE))
+                .collect(),
+            in_flight: vec![None; frames as usize],
+            xsk,
+            ifname,
+            filter,
+            tx_outstanding: 0,
+            tai_offset_ns,
+            last_refresh: Instant::now(),
+            tx_stamps: TxStampLog::default(),
+            first_tx_logged: false,
+            _attachment: attachment,
+        }
+    }
+
+    /// The transmit timestamps recorded so far (for interleaved mode).
+    pub fn tx_stamps(&self) -> &TxStampLog {
+        &self.tx_stamps
+    }
+
+    /// A kernel timestamp in CLOCK_TAI → system time.
+    fn tai_to_system(&self, tai_ns: u64) -> UnixNanos {
+        UnixNanos((tai_ns as i64).saturating_sub(self.tai_offset_ns))
+    }
+
+    fn refresh(&mut self) {
+        self.tai_offset_ns = sys::clock::tai_offset_ns();
+        if self.filter.has_wildcard() {
+            match netdev::local_addresses() {
+                Ok(a) => self.filter.set_local(a),
+                Err(e) => tracing::debug!("getifaddrs: {e}"),
+            }
+        }
+        self.last_refresh = Instant::now();
+    }
+
+    /// Moves completed TX frames to the free list, recording their transmit timestamps.
+    fn reap_completions(&mut self) {
+        let n = self.xsk.comp.available(socket::RING_SIZE);
+        for i in 0..n {
+            let addr = self.xsk.comp.read(i);
+            let base = Umem::frame_base(addr);
+            let idx = (base / u64::from(FRAME_SIZE)) as usize;
+            let sent = self.in_flight.get_mut(idx).and_then(Option::take);
+            if let (Some(sent), true) = (sent, self.xsk.tx_metadata) {
+                let offset = (addr - base) as usize;
+                let stamp = self
+                    .xsk
+                    .umem
+                    .frame_mut(addr)
+                    .and_then(|f| TxMetadata::read(f, offset))
+                    .map(|m| m.tx_timestamp())
+                    .unwrap_or(0);
+                if stamp != 0 {
+                    let s = TxStamp {
+                        key: sent.key,
+                        client: sent.client,
+                        tx: self.tai_to_system(stamp),
+                        quality: match self.xsk.mode {
+                            // TODO(phc): zero-copy drivers report the NIC's clock; map it with
+                            // the per-interface PHC→system mapping once the discipline thread
+                            // publishes one.
+                            BindMode::ZeroCopy => TimestampQuality::Hardware,
+                            BindMode::Copy => TimestampQuality::Kernel,
+                        },
+                    };
+                    if !self.first_tx_logged {
+                        self.first_tx_logged = true;
+                        tracing::info!(
+                            interface = %self.ifname,
+                            queue = self.xsk.queue,
+                            quality = s.quality.as_str(),
+                            rx_to_tx_us = s.tx.nanos_since(sent.rx) as f64 / 1e3,
+                            "xdp: first TX completion timestamp"
+                        );
+                    }
+                    self.tx_stamps.push(s);
+                }
+            }
+            self.free.push(base);
+        }
+        self.xsk.comp.release(n);
+        self.tx_outstanding = self.tx_outstanding.saturating_sub(n);
+    }
+
+    /// Gives free frames to the kernel's fill ring.
+    fn refill(&mut self) {
+        let n = self.xsk.fill.free(self.free.len() as u32);
+        for i in 0..n {
+            let addr = self.free.pop().expect("n <= free.len()");
+            self.xsk.fill.write(i, addr);
+        }
+        self.xsk.fill.submit(n);
+    }
+
+    /// Makes the kernel transmit what is on the TX ring (copy mode: 32 frames per call).
+    fn kick(&mut self, tally: &mut Tally) {
+        for _ in 0..MAX_KICKS {
+            if self.xsk.tx.unconsumed() == 0 {
+                return;
+            }
+            if !self.xsk.tx.needs_wakeup() {
+                return;
+            }
+            match self.xsk.kick_tx() {
+                None => {}
+                Some(libc::EAGAIN) | Some(libc::EBUSY) | Some(libc::ENOBUFS) => {
+                    // Completion ring full or the device busy: make room and go on.
+                    self.reap_completions();
+                }
+                Some(libc::EINTR) => {}
+                Some(e) => {
+                    tracing::debug!(
+                        interface = %self.ifname,
+                        "xdp: TX kick failed: {}",
+                        std::io::Error::from_raw_os_error(e)
+                    );
+                    let _ = tally;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Handles one batch of received frames; returns how many there were.
+    fn rx_batch(&mut self, ctx: &WorkerContext, tally: &mut Tally) -> u32 {
+        let batch = (ctx.batch.clamp(1, 1024)) as u32;
+        let n = self.xsk.rx.available(batch);
+        if n == 0 {
+            return 0;
+        }
+        let snap = ctx.clock.load();
+        let user = RawStamp {
+            raw: sys::clock::now(),
+            quality: TimestampQuality::User,
+        };
+        let tx_room = self.xsk.tx.free(n);
+        let mut queued = 0u32;
+        for i in 0..n {
+            let desc = self.xsk.rx.read(i);
+            let base = Umem::frame_base(desc.addr);
+            let offset = (desc.addr - base) as usize;
+            let tai_offset = self.tai_offset_ns;
+            let tx_metadata = self.xsk.tx_metadata;
+            let Some(frame) = self.xsk.umem.frame_mut(desc.addr) else {
+                // An address outside the UMEM: never produced by a sane kernel; skip it.
+                continue;
+            };
+            let len = (desc.len as usize).min(frame.len().saturating_sub(offset));
+            let rx = match RxMeta::read_before(frame, offset) {
+                Some(m) if m.is_valid() => RawStamp {
+                    raw: UnixNanos((m.timestamp_ns as i64).saturating_sub(tai_offset)),
+                    // TODO(phc): a KIND_HARDWARE stamp is in the NIC's clock; it is read as
+                    // TAI until the discipline thread publishes a PHC→system mapping.
+                    quality: if m.kind == RxMeta::KIND_HARDWARE {
+                        TimestampQuality::Hardware
+                    } else {
+                        TimestampQuality::Driver
+                    },
+                },
+                _ => user,
+            };
+            let pkt = &mut frame[offset..offset + len];
+            let answered = frame::answer_in_place(pkt, &self.filter, &snap, rx, tally);
+            match answered {
+                Some(a) if queued < tx_room => {
+                    let client = frame::parse(&pkt[..a.len])
+                        .map(|p| p.dst.ip())
+                        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+                    let mut options = 0;
+                    if tx_metadata {
+                        let meta = TxMetadata {
+                            flags: u64::from(libc::XDP_TXMD_FLAGS_TIMESTAMP),
+                            ..TxMetadata::default()
+                        };
+                        if meta.write(frame, offset) {
+                            options = libc::XDP_TX_METADATA;
+                        }
+                    }
+                    self.xsk.tx.write(
+                        queued,
+                        libc::xdp_desc {
+                            addr: desc.addr,
+                            len: a.len as u32,
+                            options,
+                        },
+                    );
+                    let idx = (base / u64::from(FRAME_SIZE)) as usize;
+                    if let Some(slot) = self.in_flight.get_mut(idx) {
+                        *slot = Some(InFlight {
+                            key: a.key,
+                            client,
+                            rx: rx.raw,
+                        });
+                    }
+                    queued += 1;
+                }
+                Some(_) => {
+                    // No room on the TX ring: count it like a failed send.
+                    tally.answered -= 1;
+                    tally.drop(DropReason::SendFailed);
+                    self.free.push(base);
+                }
+                None => self.free.push(base),
+            }
+        }
+        self.xsk.rx.release(n);
+        self.xsk.tx.submit(queued);
+        self.tx_outstanding += queued;
+        n
+    }
+
+    /// Waits (bounded) for the replies still in flight, so they leave before the socket
+    /// closes.
+    fn drain(&mut self, tally: &mut Tally) {
+        let deadline = Instant::now() + Duration::from_millis(200);
+        while self.tx_outstanding > 0 && Instant::now() < deadline {
+            self.kick(tally);
+            self.reap_completions();
+            if self.tx_outstanding > 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
+impl WorkerIo for XdpWorker {
+    fn run(&mut self, ctx: &WorkerContext) -> std::io::Result<()> {
+        let mut tally = Tally::default();
+        self.refill();
+        while !ctx.stop.load(Ordering::Relaxed) {
+            if self.last_refresh.elapsed() >= REFRESH {
+                self.refresh();
+            }
+            self.reap_completions();
+            self.refill();
+            let n = self.rx_batch(ctx, &mut tally);
+            if self.tx_outstanding > 0 {
+                self.kick(&mut tally);
+            }
+            ctx.counters.flush(&mut tally);
+            if n == 0 {
+                // Nothing received: sleep in poll (short while replies are still in flight).
+                let wait = if self.tx_outstanding > 0 { 1 } else { POLL_MS };
+                self.xsk.wait(wait)?;
+            }
+        }
+        self.drain(&mut tally);
+        ctx.counters.flush(&mut tally);
+        if let Some(st) = self.xsk.statistics() {
+            tracing::debug!(
+                interface = %self.ifname,
+                queue = self.xsk.queue,
+                rx_dropped = st.rx_dropped,
+                rx_ring_full = st.rx_ring_full,
+                rx_fill_ring_empty = st.rx_fill_ring_empty_descs,
+                tx_invalid = st.tx_invalid_descs,
+                tx_stamps = self.tx_stamps.recorded(),
+                "xdp: socket statistics at exit"
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tx_stamp_log_keeps_the_newest() {
+        let mut log = TxStampLog::default();
+        let client = IpAddr::from([10, 0, 0, 1]);
+        for k in 0..(TX_STAMP_LOG as u64 + 10) {
+            log.push(TxStamp {
+                key: k,
+                client,
+                tx: UnixNanos(k as i64),
+                quality: TimestampQuality::Kernel,
+            });
+        }
+        assert_eq!(log.recorded(), TX_STAMP_LOG as u64 + 10);
+        assert!(log.lookup(5, client).is_none(), "evicted");
+        let last = TX_STAMP_LOG as u64 + 9;
+        assert_eq!(log.lookup(last, client).unwrap().tx, UnixNanos(last as i64));
+        assert!(log.lookup(last, IpAddr::from([10, 0, 0, 2])).is_none());
+        assert_eq!(log.latest().unwrap().key, last);
+    }
+}
