@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use meridian::config::{BackendKind, Config};
+use meridian::config::{BackendKind, Config, XdpMode};
 use meridian::query::{self, QueryOptions};
 use meridian::server::{ServeOptions, Server};
 
@@ -44,6 +44,13 @@ struct ServeArgs {
     /// Packet backend; overrides server.backend.
     #[arg(long, value_enum)]
     backend: Option<BackendKind>,
+    /// Interface for the xdp backend (AF_XDP, one worker per RX queue). Repeat for several;
+    /// replaces server.interface.
+    #[arg(long, value_name = "IFACE")]
+    interface: Vec<String>,
+    /// How the XDP program is attached; overrides server.xdp-mode.
+    #[arg(long, value_enum)]
+    xdp_mode: Option<XdpMode>,
     /// Log filter, e.g. `debug` or `meridian=debug`; overrides log.level and RUST_LOG.
     #[arg(long)]
     log_level: Option<String>,
@@ -102,6 +109,7 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut cfg = Config::load(args.config.as_deref())?;
     cfg.apply_overrides(&args.listen, args.workers, args.backend);
+    cfg.apply_xdp_overrides(&args.interface, args.xdp_mode);
     cfg.validate()?;
     let level = args
         .log_level
@@ -116,6 +124,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         backend: cfg.server.backend,
         batch_size: cfg.server.batch_size,
         local_stratum: cfg.clock.local_stratum,
+        interfaces: cfg.server.interface.clone(),
+        xdp_mode: cfg.server.xdp_mode,
+        queues: cfg.server.queues.clone(),
     };
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -14,7 +14,7 @@ use crossbeam::utils::CachePadded;
 use serde::Serialize;
 
 use crate::clock::{ClockSnapshot, SharedClock};
-use crate::config::BackendKind;
+use crate::config::{BackendKind, XdpMode};
 use crate::io::{self, Opened, WorkerContext};
 use crate::sys;
 use counters::{CounterReport, PaddedCounters, Tally, WorkerCounters};
@@ -30,6 +30,11 @@ pub struct ServeOptions {
     pub backend: BackendKind,
     pub batch_size: usize,
     pub local_stratum: u8,
+    /// Interfaces for the xdp backend; empty = xdp not configured (`auto` skips it).
+    pub interfaces: Vec<String>,
+    pub xdp_mode: XdpMode,
+    /// RX queues served per interface by xdp; empty = all.
+    pub queues: Vec<u32>,
 }
 
 /// How often the local reference is republished (so root dispersion stays small).
@@ -83,21 +88,56 @@ fn open_backend(opts: &ServeOptions, workers: usize) -> anyhow::Result<Opened> {
         || -> anyhow::Result<Opened> { Ok(io::udp::open(&opts.listen, workers, opts.batch_size)?) };
     match opts.backend {
         BackendKind::Udp => udp(),
-        BackendKind::Auto => match uring_unavailable() {
-            None => Ok(uring_open(opts, workers)?),
-            Some(why) => {
-                tracing::info!("backend auto: io-uring unavailable ({why}); using udp");
-                udp()
+        BackendKind::Auto => {
+            if !opts.interfaces.is_empty() {
+                match xdp_open(opts, workers) {
+                    Ok(opened) => return Ok(opened),
+                    Err(why) => tracing::warn!(
+                        "backend auto: xdp unavailable on {:?} ({why:#}); falling back to \
+                         io-uring, else udp",
+                        opts.interfaces
+                    ),
+                }
             }
-        },
+            match uring_unavailable() {
+                None => Ok(uring_open(opts, workers)?),
+                Some(why) => {
+                    tracing::info!("backend auto: io-uring unavailable ({why}); using udp");
+                    udp()
+                }
+            }
+        }
         BackendKind::IoUring => match uring_unavailable() {
             None => Ok(uring_open(opts, workers)?),
             Some(why) => bail!("the io-uring backend cannot run here: {why}; use --backend udp"),
         },
-        BackendKind::Xdp => {
-            bail!("the xdp backend is not built yet; use --backend udp or io-uring")
-        }
+        BackendKind::Xdp => xdp_open(opts, workers)
+            .context("the xdp backend cannot run (use --backend udp or io-uring instead)"),
     }
+}
+
+/// Opens the xdp backend: one worker per RX queue of each interface (not `workers`).
+#[cfg(target_os = "linux")]
+fn xdp_open(opts: &ServeOptions, workers: usize) -> anyhow::Result<Opened> {
+    let opened = io::xdp::open(&io::xdp::XdpOptions {
+        listen: opts.listen.clone(),
+        interfaces: opts.interfaces.clone(),
+        mode: opts.xdp_mode,
+        queues: opts.queues.clone(),
+    })?;
+    if opts.workers != 0 && opened.workers.len() != workers {
+        tracing::info!(
+            "xdp: one worker per RX queue: {} worker(s) (server.workers = {} does not apply)",
+            opened.workers.len(),
+            opts.workers
+        );
+    }
+    Ok(opened)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn xdp_open(_: &ServeOptions, _: usize) -> anyhow::Result<Opened> {
+    bail!("AF_XDP exists only on Linux")
 }
 
 #[cfg(target_os = "linux")]
