@@ -59,7 +59,10 @@
 
 pub mod filter;
 pub mod freq;
+pub mod leap;
 pub mod select;
+pub mod system;
+pub mod thread;
 
 #[cfg(test)]
 mod tests;
