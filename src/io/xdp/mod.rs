@@ -337,7 +337,7 @@ impl XdpWorker {
         attachment: Arc<Attachment>,
     ) -> XdpWorker {
         let frames = xsk.umem.frames();
-        XdpWorker {
+        let mut w = XdpWorker {
             free: (0..frames)
                 .rev()
                 .map(|i| u64::from(i) * u64::from(FRAME_SIZE))
@@ -352,7 +352,11 @@ impl XdpWorker {
             tx_stamps: TxStampLog::default(),
             first_tx_logged: false,
             _attachment: attachment,
-        }
+        };
+        // Fill the fill ring now, before the socket goes into the XSKMAP: frames redirected
+        // before the worker thread runs then have somewhere to land.
+        w.refill();
+        w
     }
 
     /// The transmit timestamps recorded so far (for interleaved mode).
@@ -569,7 +573,6 @@ impl XdpWorker {
 impl WorkerIo for XdpWorker {
     fn run(&mut self, ctx: &WorkerContext) -> std::io::Result<()> {
         let mut tally = Tally::default();
-        self.refill();
         while !ctx.stop.load(Ordering::Relaxed) {
             if self.last_refresh.elapsed() >= REFRESH {
                 self.refresh();
