@@ -127,6 +127,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         interfaces: cfg.server.interface.clone(),
         xdp_mode: cfg.server.xdp_mode,
         queues: cfg.server.queues.clone(),
+        sources: cfg.sources.clone(),
+        clock: cfg.clock.clone(),
     };
 
     let stop = Arc::new(AtomicBool::new(false));

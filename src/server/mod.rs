@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::clock::{ClockSnapshot, SharedClock};
 use crate::config::{BackendKind, XdpMode};
+use crate::discipline::thread::{DisciplineSettings, DisciplineThread, SourceStatus};
 use crate::io::{self, Opened, WorkerContext};
 use crate::sys;
 use counters::{CounterReport, PaddedCounters, Tally, WorkerCounters};
@@ -35,6 +36,10 @@ pub struct ServeOptions {
     pub xdp_mode: XdpMode,
     /// RX queues served per interface by xdp; empty = all.
     pub queues: Vec<u32>,
+    /// Upstream sources; empty = serve the local clock at `local_stratum`.
+    pub sources: Vec<crate::config::SourceConfig>,
+    /// Discipline settings (`[clock]`).
+    pub clock: crate::config::ClockConfig,
 }
 
 /// How often the local reference is republished (so root dispersion stays small).
@@ -47,6 +52,9 @@ pub struct Report {
     pub uptime_secs: f64,
     pub total: CounterReport,
     pub workers: Vec<WorkerReport>,
+    /// The upstream sources and their states (absent without sources).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceStatus>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -172,6 +180,8 @@ pub struct Server {
     local_stratum: u8,
     precision: i8,
     last_refresh: Instant,
+    /// The discipline thread, the clock's writer when sources are configured.
+    discipline: Option<DisciplineThread>,
     pub bound: Vec<SocketAddr>,
 }
 
@@ -189,11 +199,27 @@ impl Server {
         };
         let opened = open_backend(opts, workers)?;
         let precision = sys::clock::measure_precision();
-        let clock = Arc::new(SharedClock::new(ClockSnapshot::local(
-            opts.local_stratum,
-            precision,
-            sys::clock::now(),
-        )));
+        // With sources, replies say "unsynchronised" until the discipline first synchronises.
+        let initial = if opts.sources.is_empty() {
+            ClockSnapshot::local(opts.local_stratum, precision, sys::clock::now())
+        } else {
+            ClockSnapshot::unsynchronized(precision)
+        };
+        let clock = Arc::new(SharedClock::new(initial));
+        let discipline = if opts.sources.is_empty() {
+            None
+        } else {
+            let settings = DisciplineSettings {
+                sources: opts.sources.clone(),
+                clock: opts.clock.clone(),
+                precision,
+            };
+            Some(DisciplineThread::spawn(
+                settings,
+                clock.clone(),
+                stop.clone(),
+            )?)
+        };
 
         let mut counters = Vec::with_capacity(workers);
         let mut threads = Vec::with_capacity(workers);
@@ -237,6 +263,11 @@ impl Server {
             listen = ?opened.bound,
             rx_timestamps = opened.rx_stamping.as_str(),
             precision,
+            clock = if discipline.is_some() {
+                "disciplined"
+            } else {
+                "local"
+            },
             stratum = opts.local_stratum,
             "meridian serving"
         );
@@ -250,6 +281,7 @@ impl Server {
             local_stratum: opts.local_stratum,
             precision,
             last_refresh: Instant::now(),
+            discipline,
             bound: opened.bound,
         })
     }
@@ -259,9 +291,10 @@ impl Server {
         &self.clock
     }
 
-    /// Keeps the local reference fresh; call periodically from the main thread.
+    /// Keeps the local reference fresh when no sources are configured (otherwise the
+    /// discipline thread is the clock's only writer); call periodically from the main thread.
     pub fn tick(&mut self) {
-        if self.last_refresh.elapsed() >= LOCAL_REFRESH {
+        if self.discipline.is_none() && self.last_refresh.elapsed() >= LOCAL_REFRESH {
             self.clock.publish(ClockSnapshot::local(
                 self.local_stratum,
                 self.precision,
@@ -293,6 +326,11 @@ impl Server {
             uptime_secs: self.started.elapsed().as_secs_f64(),
             total: CounterReport::from(&total),
             workers,
+            sources: self
+                .discipline
+                .as_ref()
+                .map(DisciplineThread::sources)
+                .unwrap_or_default(),
         }
     }
 
@@ -307,6 +345,10 @@ impl Server {
         for t in std::mem::take(&mut self.threads) {
             let _ = t.join();
         }
-        self.report()
+        let report = self.report();
+        if let Some(d) = self.discipline.take() {
+            d.join();
+        }
+        report
     }
 }

@@ -642,3 +642,240 @@ pub fn assert_answers(target: SocketAddr) -> Reply {
     assert_eq!(r.mode, 4);
     r
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fake upstream NTP servers (for the discipline tests)
+
+/// How a [`FakeUpstream`] answers.
+#[derive(Clone, Copy, Debug)]
+pub struct FakeBehaviour {
+    /// Seconds added to the system clock in every timestamp it serves.
+    pub offset: f64,
+    /// Each reply's timestamps are shifted by a uniform random amount in ±jitter seconds.
+    pub jitter: f64,
+    /// Leap indicator served (0..=2).
+    pub leap: u8,
+    pub stratum: u8,
+    /// Answer every request with this kiss-o'-death code instead of time.
+    pub kiss: Option<[u8; 4]>,
+}
+
+impl FakeBehaviour {
+    pub fn offset(offset: f64) -> Self {
+        FakeBehaviour {
+            offset,
+            jitter: 0.0,
+            leap: 0,
+            stratum: 1,
+            kiss: None,
+        }
+    }
+    pub fn jitter(mut self, jitter: f64) -> Self {
+        self.jitter = jitter;
+        self
+    }
+    pub fn leap(mut self, leap: u8) -> Self {
+        self.leap = leap;
+        self
+    }
+    pub fn kiss(mut self, code: &[u8; 4]) -> Self {
+        self.kiss = Some(*code);
+        self
+    }
+}
+
+struct FakeState {
+    behaviour: FakeBehaviour,
+    silent: std::sync::atomic::AtomicBool,
+    requests: Mutex<Vec<Instant>>,
+}
+
+/// A small NTP server in a thread on `ip`:random-port, answering with the system clock shifted
+/// by a known offset. Stopped and joined when dropped.
+pub struct FakeUpstream {
+    pub addr: SocketAddr,
+    state: Arc<FakeState>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FakeUpstream {
+    /// Binds `ip` (a 127.0.0.0/8 address) on a free port and starts answering.
+    pub fn start(ip: Ipv4Addr, behaviour: FakeBehaviour) -> FakeUpstream {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let sock = UdpSocket::bind((ip, 0)).unwrap_or_else(|e| panic!("binding {ip}: {e}"));
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let addr = sock.local_addr().unwrap();
+        let state = Arc::new(FakeState {
+            behaviour,
+            silent: AtomicBool::new(false),
+            requests: Mutex::new(Vec::new()),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let (st, sp) = (state.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ addr.port() as u64;
+            let mut buf = [0u8; 2048];
+            while !sp.load(Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                if n < 48 || buf[0] & 7 != 3 {
+                    continue;
+                }
+                st.requests.lock().unwrap().push(Instant::now());
+                if st.silent.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let b = st.behaviour;
+                // xorshift64: a reproducible uniform value in [-1, 1).
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let u = (rng >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
+                let shift = b.offset + b.jitter * u;
+                let reply = fake_reply(&buf[..48], &b, shift);
+                let _ = sock.send_to(&reply, from);
+            }
+        });
+        FakeUpstream {
+            addr,
+            state,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops (or resumes) answering; requests are still counted.
+    pub fn set_silent(&self, silent: bool) {
+        self.state
+            .silent
+            .store(silent, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// When each request arrived.
+    pub fn requests(&self) -> Vec<Instant> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    pub fn request_count(&self) -> usize {
+        self.state.requests.lock().unwrap().len()
+    }
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Now plus `shift` seconds as an NTP timestamp.
+fn ntp_now_shifted(shift: f64) -> u64 {
+    let fixed = (shift * 4_294_967_296.0).round() as i64;
+    ntp_now().wrapping_add(fixed as u64)
+}
+
+/// The reply of a fake server to `req` (a 48-byte client header).
+fn fake_reply(req: &[u8], b: &FakeBehaviour, shift: f64) -> Vec<u8> {
+    let mut p = vec![0u8; 48];
+    let version = (req[0] >> 3) & 7;
+    p[2] = req[2];
+    p[24..32].copy_from_slice(&req[40..48]);
+    if let Some(code) = b.kiss {
+        p[0] = (3 << 6) | (version << 3) | 4;
+        p[1] = 0;
+        p[12..16].copy_from_slice(&code);
+        return p;
+    }
+    let rx = ntp_now_shifted(shift);
+    p[0] = (b.leap << 6) | (version << 3) | 4;
+    p[1] = b.stratum;
+    p[3] = (-20i8) as u8;
+    p[8..12].copy_from_slice(&16u32.to_be_bytes()); // root dispersion ≈ 0.24 ms
+    p[12..16].copy_from_slice(b"GPS\0");
+    p[16..24].copy_from_slice(&rx.wrapping_sub(1 << 32).to_be_bytes());
+    p[32..40].copy_from_slice(&rx.to_be_bytes());
+    p[40..48].copy_from_slice(&ntp_now_shifted(shift).to_be_bytes());
+    p
+}
+
+/// Root dispersion of a reply, seconds.
+pub fn root_dispersion(reply: &[u8]) -> f64 {
+    u32::from_be_bytes(reply[8..12].try_into().unwrap()) as f64 / 65536.0
+}
+
+/// Writes `text` to a fresh file in the temporary directory and returns its path.
+pub fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "meridian-itest-{}-{}-{name}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    ));
+    std::fs::write(&path, text).expect("writing a temporary file");
+    path
+}
+
+/// The best offset `meridian query --json -n SAMPLES` measures against `target` (None when
+/// no sample was valid, e.g. while the server is unsynchronised).
+pub fn query_offset(target: SocketAddr, samples: usize) -> Option<f64> {
+    let out = run_meridian(
+        &[
+            "query",
+            &target.to_string(),
+            "--json",
+            "-n",
+            &samples.to_string(),
+            "--interval",
+            "0.05",
+            "--timeout",
+            "0.5",
+        ],
+        Duration::from_secs(10),
+    );
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+    let r = &v[0];
+    let best = r["best"].as_u64()? as usize;
+    r["samples"][best]["offset"].as_f64()
+}
+
+/// The chronyd binary the tests use as an independent client.
+pub const CHRONYD: &str = "/usr/sbin/chronyd";
+
+/// Parses "System clock wrong by -0.000004 seconds (ignored)" from chronyd -Q.
+pub fn chrony_offset(text: &str) -> Option<f64> {
+    let line = text
+        .lines()
+        .find(|l| l.contains("System clock wrong by "))?;
+    let rest = line.split("System clock wrong by ").nth(1)?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// Runs `chronyd -Q -t 10 'server IP port N iburst'` (one-shot, clock untouched) against
+/// `target` with its own pid file; returns its output.
+pub fn chronyd_query(target: SocketAddr) -> RunOutput {
+    let source = format!(
+        "server {} port {} iburst maxsamples 4",
+        target.ip(),
+        target.port()
+    );
+    let pid_path = std::env::temp_dir().join(format!(
+        "meridian-itest-chronyd-{}-{}.pid",
+        std::process::id(),
+        target.port()
+    ));
+    let pidfile = format!("pidfile {}", pid_path.display());
+    let out = run_bounded(
+        Command::new(CHRONYD).args(["-Q", "-t", "10", &source, &pidfile]),
+        Duration::from_secs(20),
+    )
+    .expect("running chronyd");
+    let _ = std::fs::remove_file(&pid_path);
+    out
+}

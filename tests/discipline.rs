@@ -1,0 +1,379 @@
+//! The upstream discipline end to end: a real `meridian serve` disciplined by small fake NTP
+//! servers (threads in this test, each on its own 127.0.x.y address, serving the system clock
+//! shifted by a known offset), checked with `meridian query`, raw requests and chronyd.
+//!
+//! Polls are fast (minpoll = maxpoll = -2: every 250 ms, iburst) so each scenario takes a few
+//! seconds. Everything stays on 127.0.0.0/8; every process is killed by PID on every path (the
+//! guards in `common`), every wait has a deadline.
+
+#[macro_use]
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{
+    chrony_offset, chronyd_query, exchange, ntp_now, parse_reply, query_offset, request,
+    root_dispersion, temp_file, FakeBehaviour, FakeUpstream, Reply, Server, ServerOpts, CHRONYD,
+};
+
+/// What three agreeing fake servers are ahead of the system clock.
+const AHEAD: f64 = 0.200;
+/// How close meridian's served offset must come.
+const TOLERANCE: f64 = 0.002;
+/// How long synchronisation may take.
+const SYNC_WITHIN: Duration = Duration::from_secs(10);
+
+fn ip(net: u8, host: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, net, host)
+}
+
+/// Starts meridian with one `[[source]]` per fake and `clock` as the `[clock]` table.
+fn meridian(fakes: &[&FakeUpstream], clock: &str) -> Server {
+    let mut text = format!("[clock]\n{clock}\n");
+    for f in fakes {
+        text.push_str(&format!(
+            "\n[[source]]\naddress = \"{}\"\niburst = true\nminpoll = -2\nmaxpoll = -2\n",
+            f.addr
+        ));
+    }
+    let path = temp_file("discipline.toml", &text);
+    let mut opts = ServerOpts::new("udp");
+    opts.extra = vec!["--config".into(), path.display().to_string()];
+    let server = Server::must_start(&opts);
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        server.ready_line.contains("disciplined"),
+        "start-up line should say the clock is disciplined: {}",
+        server.ready_line
+    );
+    server
+}
+
+/// One raw request; the decoded reply and its root dispersion.
+fn ask(server: &Server) -> Option<(Reply, f64)> {
+    let raw = exchange(
+        server.addr(),
+        &request(4, 3, ntp_now()),
+        Duration::from_secs(1),
+    )?;
+    Some((parse_reply(&raw), root_dispersion(&raw)))
+}
+
+/// Waits until `pred` holds for a raw reply; returns it and when it first held.
+fn wait_reply(
+    server: &Server,
+    within: Duration,
+    what: &str,
+    pred: impl Fn(&Reply) -> bool,
+) -> (Reply, Instant) {
+    let deadline = Instant::now() + within;
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Some((r, _)) = ask(server) {
+            if pred(&r) {
+                return (r, Instant::now());
+            }
+            last = Some(r);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "{what}: not within {within:?}; last reply {last:?}\n--- stderr\n{}",
+        server.stderr_text()
+    );
+}
+
+/// Waits until meridian serves `expect` ± TOLERANCE (by `meridian query`), then returns a
+/// 4-sample measurement.
+fn wait_offset(server: &Server, expect: f64, within: Duration) -> f64 {
+    let deadline = Instant::now() + within;
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Some(o) = query_offset(server.addr(), 1) {
+            last = Some(o);
+            if (o - expect).abs() < TOLERANCE {
+                let o = query_offset(server.addr(), 4).expect("a 4-sample query");
+                assert!(
+                    (o - expect).abs() < TOLERANCE,
+                    "served offset {o:+.6} s, expected {expect:+.6} ± {TOLERANCE}"
+                );
+                return o;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!(
+        "served offset not {expect:+.6} ± {TOLERANCE} within {within:?} (last {last:?})\n--- stderr\n{}",
+        server.stderr_text()
+    );
+}
+
+/// Waits until the log contains `needle`.
+fn wait_log(server: &Server, needle: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if server.stderr_text().contains(needle) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "no log line with {needle:?} within {within:?}\n--- stderr\n{}",
+        server.stderr_text()
+    );
+}
+
+fn source_state<'a>(report: &'a serde_json::Value, addr: SocketAddr) -> &'a str {
+    report["sources"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no sources in the report: {report}"))
+        .iter()
+        .find(|s| s["address"] == addr.to_string())
+        .and_then(|s| s["state"].as_str())
+        .unwrap_or_else(|| panic!("{addr} not in the report: {report}"))
+}
+
+#[test]
+fn three_agree_and_the_fourth_is_a_falseticker() {
+    let good: Vec<FakeUpstream> = (2..=4)
+        .map(|h| {
+            let jitter = if h == 3 { 0.0005 } else { 0.0 };
+            FakeUpstream::start(ip(1, h), FakeBehaviour::offset(AHEAD).jitter(jitter))
+        })
+        .collect();
+    let liar = FakeUpstream::start(ip(1, 5), FakeBehaviour::offset(-3.0));
+    let mut all: Vec<&FakeUpstream> = good.iter().collect();
+    all.push(&liar);
+    let started = Instant::now();
+    let server = meridian(&all, "");
+    let offset = wait_offset(&server, AHEAD, SYNC_WITHIN);
+    eprintln!("served {offset:+.6} s after {:?}", started.elapsed());
+    wait_log(
+        &server,
+        &format!("source {} falseticker", liar.addr),
+        Duration::from_secs(5),
+    );
+    let (r, _) = ask(&server).unwrap();
+    assert_eq!((r.leap, r.stratum), (0, 2), "{r:?}");
+    // Our refid is the system peer's address: one of the three.
+    assert!(
+        good.iter().any(|g| r.refid
+            == g.addr
+                .ip()
+                .to_string()
+                .parse::<Ipv4Addr>()
+                .unwrap()
+                .octets()),
+        "refid {:?}",
+        r.refid
+    );
+    let report = server.report_now();
+    assert_eq!(source_state(&report, liar.addr), "falseticker", "{report}");
+    for g in &good {
+        let s = source_state(&report, g.addr);
+        assert!(
+            ["selected", "candidate", "outlier"].contains(&s),
+            "{}: {s}: {report}",
+            g.addr
+        );
+    }
+    let stopped = server.stop();
+    assert_eq!(stopped.report["sources"].as_array().map(Vec::len), Some(4));
+    assert!(
+        stopped.stderr.contains("discipline: 4 source(s)"),
+        "{}",
+        stopped.stderr
+    );
+}
+
+#[test]
+fn lost_sources_then_holdover_then_unsynchronised() {
+    let fakes: Vec<FakeUpstream> = (2..=4)
+        .map(|h| FakeUpstream::start(ip(2, h), FakeBehaviour::offset(AHEAD)))
+        .collect();
+    let refs: Vec<&FakeUpstream> = fakes.iter().collect();
+    let server = meridian(&refs, "holdover = 3");
+    wait_offset(&server, AHEAD, SYNC_WITHIN);
+
+    // One source stops answering: the other two carry on.
+    fakes[0].set_silent(true);
+    wait_log(
+        &server,
+        &format!("source {} unreachable", fakes[0].addr),
+        Duration::from_secs(8),
+    );
+    let offset = wait_offset(&server, AHEAD, Duration::from_secs(3));
+    eprintln!("one source lost: still {offset:+.6} s");
+    assert_eq!(ask(&server).unwrap().0.leap, 0);
+
+    // All stop: holdover (dispersion grows), then LI=3 once the holdover is over.
+    for f in &fakes {
+        f.set_silent(true);
+    }
+    wait_log(&server, "holdover for 3 s", Duration::from_secs(8));
+    let entered = Instant::now();
+    let (r1, d1) = ask(&server).unwrap();
+    assert_eq!(r1.leap, 0, "still synchronised in holdover: {r1:?}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let (r2, d2) = ask(&server).unwrap();
+    eprintln!("holdover: root dispersion {d1:.6} s -> {d2:.6} s");
+    if r2.leap == 0 {
+        assert!(
+            d2 > d1,
+            "root dispersion must grow in holdover: {d1} -> {d2}"
+        );
+    }
+    let (r, at) = wait_reply(
+        &server,
+        Duration::from_secs(8),
+        "LI=3 after holdover",
+        |r| r.leap == 3,
+    );
+    let held = at.duration_since(entered);
+    eprintln!("unsynchronised {held:?} after holdover began: {r:?}");
+    assert!(
+        held >= Duration::from_millis(1400),
+        "LI=3 came only {held:?} after holdover began"
+    );
+    assert_eq!(r.stratum, 0, "{r:?}");
+    server.stop();
+}
+
+#[test]
+fn local_fallback_after_holdover() {
+    let fakes: Vec<FakeUpstream> = (2..=4)
+        .map(|h| FakeUpstream::start(ip(3, h), FakeBehaviour::offset(AHEAD)))
+        .collect();
+    let refs: Vec<&FakeUpstream> = fakes.iter().collect();
+    let server = meridian(
+        &refs,
+        "holdover = 2\nlocal-fallback = true\nlocal-stratum = 7",
+    );
+    wait_offset(&server, AHEAD, SYNC_WITHIN);
+    for f in &fakes {
+        f.set_silent(true);
+    }
+    let (r, _) = wait_reply(
+        &server,
+        Duration::from_secs(10),
+        "local stratum 7 after holdover",
+        |r| r.stratum == 7,
+    );
+    assert_eq!(r.leap, 0, "{r:?}");
+    assert_eq!(r.refid, [127, 127, 1, 1], "{r:?}");
+    // Served time continues where the discipline left it (no jump back to the raw clock).
+    let offset = query_offset(server.addr(), 2).expect("a valid answer in local mode");
+    assert!((offset - AHEAD).abs() < 0.005, "offset {offset}");
+    wait_log(
+        &server,
+        "serving the local clock at stratum 7",
+        Duration::from_secs(1),
+    );
+    server.stop();
+}
+
+#[test]
+fn announced_leap_second_is_passed_on() {
+    let fakes: Vec<FakeUpstream> = (2..=4)
+        .map(|h| FakeUpstream::start(ip(4, h), FakeBehaviour::offset(AHEAD).leap(1)))
+        .collect();
+    let refs: Vec<&FakeUpstream> = fakes.iter().collect();
+    let server = meridian(&refs, "");
+    let (r, _) = wait_reply(&server, SYNC_WITHIN, "LI=1 passed on", |r| r.leap == 1);
+    assert_eq!(r.stratum, 2, "{r:?}");
+    server.stop();
+
+    // Smearing: clients must not see the warning (they would apply it a second time).
+    let server = meridian(&refs, "leap-smear = true");
+    wait_offset(&server, AHEAD, SYNC_WITHIN);
+    let (r, _) = ask(&server).unwrap();
+    assert_eq!((r.leap, r.stratum), (0, 2), "{r:?}");
+    server.stop();
+}
+
+#[test]
+fn kiss_rate_backs_off_and_deny_drops_the_source() {
+    let good: Vec<FakeUpstream> = (2..=3)
+        .map(|h| FakeUpstream::start(ip(5, h), FakeBehaviour::offset(AHEAD)))
+        .collect();
+    let rate = FakeUpstream::start(ip(5, 4), FakeBehaviour::offset(AHEAD).kiss(b"RATE"));
+    let deny = FakeUpstream::start(ip(5, 5), FakeBehaviour::offset(AHEAD).kiss(b"DENY"));
+    let refs = [&good[0], &good[1], &rate, &deny];
+    let server = meridian(&refs, "");
+    wait_log(
+        &server,
+        &format!(
+            "source {} sent kiss-o'-death DENY: no longer using it",
+            deny.addr
+        ),
+        Duration::from_secs(5),
+    );
+    wait_log(
+        &server,
+        &format!("source {} sent kiss-o'-death RATE", rate.addr),
+        Duration::from_secs(5),
+    );
+    let denied_at = deny.request_count();
+    std::thread::sleep(Duration::from_secs(7));
+    let normal = good[0].request_count();
+    let rated = rate.requests();
+    let gaps: Vec<f64> = rated
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]).as_secs_f64())
+        .collect();
+    eprintln!(
+        "requests: normal {normal}, RATE {} (gaps {gaps:.3?}), DENY {}",
+        rated.len(),
+        deny.request_count()
+    );
+    assert!(
+        normal >= 20,
+        "a normal source is polled every 250 ms: {normal}"
+    );
+    assert!(
+        rated.len() * 3 < normal,
+        "RATE must back off: {} requests vs {normal}",
+        rated.len()
+    );
+    assert!(gaps.len() >= 2, "{gaps:?}");
+    assert!(
+        gaps[gaps.len() - 1] >= 3.0 * gaps[0],
+        "intervals must grow: {gaps:?}"
+    );
+    assert!(denied_at <= 2, "DENY after the first reply: {denied_at}");
+    assert_eq!(deny.request_count(), denied_at, "no request after DENY");
+    let report = server.report_now();
+    assert_eq!(source_state(&report, deny.addr), "denied", "{report}");
+    // The two good sources still synchronise the server.
+    wait_offset(&server, AHEAD, Duration::from_secs(5));
+    server.stop();
+}
+
+#[test]
+fn chronyd_sees_the_disciplined_offset() {
+    if !Path::new(CHRONYD).exists() {
+        skip!("{CHRONYD} is missing (apt-get install chrony)");
+    }
+    if !common::is_root() {
+        skip!("chronyd -Q needs root");
+    }
+    let fakes: Vec<FakeUpstream> = (2..=4)
+        .map(|h| FakeUpstream::start(ip(6, h), FakeBehaviour::offset(AHEAD)))
+        .collect();
+    let refs: Vec<&FakeUpstream> = fakes.iter().collect();
+    let server = meridian(&refs, "");
+    wait_offset(&server, AHEAD, SYNC_WITHIN);
+    let out = chronyd_query(server.addr());
+    let text = format!("{}\n{}", out.stdout, out.stderr);
+    let offset =
+        chrony_offset(&text).unwrap_or_else(|| panic!("chronyd printed no offset: {}", out.all()));
+    eprintln!("chronyd: system clock wrong by {offset:+.6} s");
+    assert!(
+        (offset - AHEAD).abs() < 0.005,
+        "chronyd measured {offset:+.6} s, expected {AHEAD:+.3} ± 0.005: {}",
+        out.all()
+    );
+    server.stop();
+}
