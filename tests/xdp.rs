@@ -463,6 +463,18 @@ fn clients(mode: &str) {
         .find(|l| l.contains("first TX completion timestamp"))
         .unwrap_or_else(|| panic!("no TX completion timestamp logged: {log}"));
     eprintln!("{mode}: {tx_line}");
+    // Both stamps are CLOCK_TAI converted with the same offset: the reply left after the
+    // request arrived, and not long after.
+    let rx_to_tx_us: f64 = tx_line
+        .split("rx_to_tx_us=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no rx_to_tx_us in {tx_line}"));
+    assert!(
+        (0.0..100_000.0).contains(&rx_to_tx_us),
+        "TX stamp {rx_to_tx_us} µs after RX: {tx_line}"
+    );
     assert!(log.contains("program detached"), "{log}");
     assert!(pair.xdp_detached_soon(), "program detached after exit");
 }
@@ -684,9 +696,18 @@ fn send_frames(dev: &str, frames: &[Vec<u8>]) {
 }
 
 #[test]
-fn hostile_frames_are_dropped_and_counted() {
+fn hostile_frames_native() {
+    hostile_frames_are_dropped_and_counted("native");
+}
+
+#[test]
+fn hostile_frames_generic() {
+    hostile_frames_are_dropped_and_counted("generic");
+}
+
+fn hostile_frames_are_dropped_and_counted(mode: &str) {
     let pair = setup!();
-    let server = XdpServer::must_start(&pair, "native", &["10.203.0.1:123", "[fd00:203::1]:123"]);
+    let server = XdpServer::must_start(&pair, mode, &["10.203.0.1:123", "[fd00:203::1]:123"]);
     let smac = pair.mac(&pair.server, "va");
     let cmac = pair.mac(&pair.client, "vb");
     let req = |tag: u64| request(4, 3, tag);
@@ -786,7 +807,7 @@ fn hostile_frames_are_dropped_and_counted() {
     query_ok(&pair, "10.203.0.1", 1);
     query_ok(&pair, "[fd00:203::1]", 1);
     let (report, _) = server.stop();
-    eprintln!("report after hostile frames: {}", report["total"]);
+    eprintln!("{mode}: report after hostile frames: {}", report["total"]);
     let d = |r: &str| counter(&report, &["total", "dropped", r]);
     assert_eq!(d("malformed"), malformed.len() as u64, "{report}");
     assert_eq!(d("too_short"), 1, "{report}");
