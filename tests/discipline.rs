@@ -14,8 +14,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{
-    chrony_offset, chronyd_query, exchange, ntp_now, parse_reply, query_offset, request,
-    root_dispersion, temp_file, FakeBehaviour, FakeUpstream, Reply, Server, ServerOpts, CHRONYD,
+    chrony_offset, chronyd_query, exchange, ntp_now, parse_reply, query_offset, request, temp_file,
+    FakeBehaviour, FakeUpstream, Reply, Server, ServerOpts, CHRONYD,
 };
 
 /// What three agreeing fake servers are ahead of the system clock.
@@ -58,7 +58,8 @@ fn ask(server: &Server) -> Option<(Reply, f64)> {
         &request(4, 3, ntp_now()),
         Duration::from_secs(1),
     )?;
-    Some((parse_reply(&raw), root_dispersion(&raw)))
+    let r = parse_reply(&raw);
+    Some((r, r.root_dispersion as f64 / 65536.0))
 }
 
 /// Waits until `pred` holds for a raw reply; returns it and when it first held.
@@ -125,7 +126,7 @@ fn wait_log(server: &Server, needle: &str, within: Duration) {
     );
 }
 
-fn source_state<'a>(report: &'a serde_json::Value, addr: SocketAddr) -> &'a str {
+fn source_state(report: &serde_json::Value, addr: SocketAddr) -> &str {
     report["sources"]
         .as_array()
         .unwrap_or_else(|| panic!("no sources in the report: {report}"))

@@ -803,11 +803,6 @@ fn fake_reply(req: &[u8], b: &FakeBehaviour, shift: f64) -> Vec<u8> {
     p
 }
 
-/// Root dispersion of a reply, seconds.
-pub fn root_dispersion(reply: &[u8]) -> f64 {
-    u32::from_be_bytes(reply[8..12].try_into().unwrap()) as f64 / 65536.0
-}
-
 /// Writes `text` to a fresh file in the temporary directory and returns its path.
 pub fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!(
