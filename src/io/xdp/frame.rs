@@ -319,6 +319,8 @@ pub struct Answered {
     /// The reply's receive timestamp as sent (NTP format): the key an interleaved client
     /// echoes, under which the transmit timestamp is recorded.
     pub key: u64,
+    /// The client the reply goes to.
+    pub client: IpAddr,
 }
 
 /// Handles one received frame: validates it, answers the NTP request in the same buffer and
@@ -365,6 +367,7 @@ pub fn answer_in_place(
     Some(Answered {
         len,
         key: u64::from_be_bytes(key),
+        client: parsed.src.ip(),
     })
 }
 
@@ -518,6 +521,7 @@ mod tests {
                 u64::from_be_bytes(payload[32..40].try_into().unwrap())
             );
             assert_eq!(f[p.l3 + 8], REPLY_TTL);
+            assert_eq!(a.client, IpAddr::V4(C4));
         }
     }
 

@@ -510,9 +510,6 @@ impl XdpWorker {
             let answered = frame::answer_in_place(pkt, &self.filter, &snap, rx, tally);
             match answered {
                 Some(a) if queued < tx_room => {
-                    let client = frame::parse(&pkt[..a.len])
-                        .map(|p| p.dst.ip())
-                        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
                     let mut options = 0;
                     if tx_metadata {
                         let meta = TxMetadata {
@@ -535,7 +532,7 @@ impl XdpWorker {
                     if let Some(slot) = self.in_flight.get_mut(idx) {
                         *slot = Some(InFlight {
                             key: a.key,
-                            client,
+                            client: a.client,
                             rx: rx.raw,
                         });
                     }
