@@ -378,3 +378,101 @@ fn chronyd_sees_the_disciplined_offset() {
     );
     server.stop();
 }
+
+#[test]
+fn a_pool_entry_resolves_and_synchronises() {
+    let fakes: Vec<FakeUpstream> = (2..=4)
+        .map(|h| FakeUpstream::start(ip(7, h), FakeBehaviour::offset(AHEAD)))
+        .collect();
+    // An IP literal resolves to one address: the pool uses it (one of up to max-sources).
+    let mut text = String::from("[clock]\n");
+    for (i, f) in fakes.iter().enumerate() {
+        let kind = if i == 0 {
+            "kind = \"pool\"\nmax-sources = 2\n"
+        } else {
+            ""
+        };
+        text.push_str(&format!(
+            "\n[[source]]\naddress = \"{}\"\n{kind}iburst = true\nminpoll = -2\nmaxpoll = -2\n",
+            f.addr
+        ));
+    }
+    let path = temp_file("pool.toml", &text);
+    let mut opts = ServerOpts::new("udp");
+    opts.extra = vec!["--config".into(), path.display().to_string()];
+    let server = Server::must_start(&opts);
+    let _ = std::fs::remove_file(&path);
+    wait_offset(&server, AHEAD, SYNC_WITHIN);
+    let log = server.stderr_text();
+    assert!(log.contains("(pool, max 2, iburst"), "{log}");
+    assert!(
+        log.contains(&format!("source {} added", fakes[0].addr)),
+        "{log}"
+    );
+    server.stop();
+}
+
+/// `clock.mode = "system"` without CAP_SYS_TIME must refuse to start. The capability is
+/// dropped from the bounding set with setpriv, and its absence is checked first, so the test
+/// can never adjust the machine's clock.
+#[test]
+fn system_mode_without_cap_sys_time_refuses_to_start() {
+    if !common::is_root() {
+        skip!("needs root to drop a capability with setpriv");
+    }
+    if !Path::new("/usr/bin/setpriv").exists() && !Path::new("/bin/setpriv").exists() {
+        skip!("setpriv is not installed (util-linux)");
+    }
+    let drop = ["--bounding-set=-sys_time", "--inh-caps=-sys_time"];
+    let probe = common::run_bounded(
+        std::process::Command::new("setpriv")
+            .args(drop)
+            .args(["cat", "/proc/self/status"]),
+        Duration::from_secs(5),
+    )
+    .expect("running setpriv");
+    let cap_eff = probe
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok());
+    match cap_eff {
+        Some(c) if c & (1 << 25) == 0 => {}
+        other => {
+            skip!("setpriv did not drop CAP_SYS_TIME (CapEff {other:x?}): not risking the clock")
+        }
+    }
+    let fake = FakeUpstream::start(ip(8, 2), FakeBehaviour::offset(AHEAD));
+    let path = temp_file(
+        "system.toml",
+        &format!(
+            "[clock]\nmode = \"system\"\n\n[[source]]\naddress = \"{}\"\n",
+            fake.addr
+        ),
+    );
+    let port = common::free_port(true, false).unwrap();
+    let out = common::run_bounded(
+        std::process::Command::new("setpriv").args(drop).args([
+            common::MERIDIAN,
+            "serve",
+            "--config",
+            &path.display().to_string(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--backend",
+            "udp",
+            "--workers",
+            "1",
+        ]),
+        Duration::from_secs(10),
+    )
+    .expect("running meridian");
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.is_some() && !out.success(),
+        "must fail: {}",
+        out.all()
+    );
+    assert!(out.stderr.contains("CAP_SYS_TIME"), "{}", out.all());
+    assert_eq!(fake.request_count(), 0, "no source was polled");
+}
