@@ -194,7 +194,12 @@ impl Request {
         debug_assert!(len <= self.len, "reply must not be longer than the request");
         // Unsynchronised: LI=3, stratum 0 ("unspecified") and no reference to speak of.
         let (leap, stratum, refid, reference_ts) = if snap.synchronized {
-            (snap.leap, snap.stratum, snap.reference_id, snap.reference_ts())
+            (
+                snap.leap,
+                snap.stratum,
+                snap.reference_id,
+                snap.reference_ts(),
+            )
         } else {
             (Leap::Unsynchronized, 0, [0; 4], NtpTimestamp::ZERO)
         };
