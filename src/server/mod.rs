@@ -258,7 +258,7 @@ impl Server {
         let core_ids: Vec<usize> = counters.iter().filter_map(|(c, _)| *c).collect();
         tracing::info!(
             backend = opened.name,
-            workers,
+            workers = counters.len(),
             cores = ?core_ids,
             listen = ?opened.bound,
             rx_timestamps = opened.rx_stamping.as_str(),
