@@ -8,9 +8,11 @@ Every server runs pinned to the same core (--server-core) and the load generator
   1. sweep:  open loop, rising offered rate; the highest rate answered with < 0.1 % loss;
   2. closed: closed loop (as fast as replies come back); replies per second;
   3. fixed:  open loop at --fixed-rate; round-trip and server residence percentiles, and CPU
-             per reply: the server process's own CPU (from /proc/PID/stat) and the whole
-             machine's busy time (from /proc/stat, so softirq work is included) minus the load
-             generator's own CPU, each divided by the replies.
+             per reply: the server process's own CPU (/proc/PID/stat); everything that ran on
+             the server's core (/proc/stat cpuN: the process, softirq and irq work there); and
+             the whole machine's busy time (/proc/stat cpu: softirq included, and the load
+             generator too, which is the same program for every server), each divided by the
+             replies.
 
 The result is a markdown table with ratios against chronyd, printed and written to --out.
 
@@ -18,7 +20,7 @@ Topologies: `netns` (two namespaces joined by veth, from scripts/netns.sh; needs
 `loopback`. Traffic never leaves this machine; servers are stopped by PID; the namespaces are
 removed at the end.
 
-usage: bench/compare.py [--topology netns|loopback] [--servers udp,io-uring,chronyd]
+usage: bench/compare.py [--topology netns|loopback] [--servers udp,io-uring,xdp,chronyd]
                         [--duration S] [--fixed-rate N] [--sweep-rates A,B,...]
                         [--clients N] [--out FILE] [--no-build]
 """
@@ -28,7 +30,6 @@ import json
 import os
 import platform
 import re
-import resource
 import shutil
 import signal
 import socket
@@ -50,13 +51,17 @@ def log(*a):
 
 
 def proc_stat_busy():
-    """Busy and total jiffies of the whole machine (all CPUs), softirq included."""
+    """Busy jiffies (user, nice, system, irq, softirq, steal: everything but idle and iowait)
+    of the whole machine and of each CPU, from /proc/stat."""
+    busy = {}
     with open("/proc/stat") as f:
-        parts = f.readline().split()[1:]
-    vals = [int(x) for x in parts]
-    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)  # idle + iowait
-    total = sum(vals[:8])
-    return total - idle, total
+        for line in f:
+            if not line.startswith("cpu"):
+                break
+            name, *parts = line.split()
+            vals = [int(x) for x in parts]
+            busy[name] = sum(vals[:8]) - vals[3] - vals[4]
+    return busy
 
 
 def proc_cpu(pid):
@@ -64,11 +69,6 @@ def proc_cpu(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])
-
-
-def children_cpu_secs():
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
 
 
 class Topology:
@@ -125,6 +125,8 @@ class ServerProc:
             cmd = pin + [shutil.which("chronyd") or "/usr/sbin/chronyd", "-x", "-d", "-u", "root", "-f", conf]
         else:
             cmd = pin + [MERIDIAN, "serve", "--listen", f"{addr}:{port}", "--workers", "1", "--backend", name]
+            if name == "xdp":
+                cmd += ["--interface", f"{NS_NAME}-s0"]
         self.out = open(os.path.join(self.tmp, "server.log"), "w")
         self.proc = subprocess.Popen(topo.server_prefix() + cmd, stdout=self.out, stderr=subprocess.STDOUT)
         if not query_ok(topo, addr, port):
@@ -174,25 +176,25 @@ def measure(name, topo, opts, workdir):
                        os.path.join(workdir, f"{name}-closed.json"))
         res["closed_rate"] = d["runs"][0]["valid_rate"]
         # 3. fixed rate with CPU accounting
-        busy0, _ = proc_stat_busy()
+        busy0 = proc_stat_busy()
         srv0 = srv.cpu()
-        gen0 = children_cpu_secs()
         t0 = time.time()
         d, _ = loadgen(topo, opts.gen_core, common + ["--rate", str(opts.fixed_rate),
                                                       "--duration", str(opts.duration), "--max-loss", "1",
                                                       "--hgrm", os.path.join(workdir, f"{name}.hgrm")],
                        os.path.join(workdir, f"{name}-fixed.json"))
         elapsed = time.time() - t0
-        busy1, _ = proc_stat_busy()
+        busy1 = proc_stat_busy()
         srv1 = srv.cpu()
-        gen1 = children_cpu_secs()
         run = d["runs"][0]
         hz = os.sysconf("SC_CLK_TCK")
         replies = max(run["received"], 1)
         res["fixed_valid_rate"] = run["valid_rate"]
         res["fixed_loss"] = run["loss_fraction"]
         res["server_cpu_us"] = (srv1 - srv0) / hz / replies * 1e6
-        res["machine_cpu_us"] = max(((busy1 - busy0) / hz - (gen1 - gen0)), 0) / replies * 1e6
+        core = f"cpu{opts.server_core}"
+        res["core_cpu_us"] = (busy1[core] - busy0[core]) / hz / replies * 1e6
+        res["machine_cpu_us"] = (busy1["cpu"] - busy0["cpu"]) / hz / replies * 1e6
         res["rtt_p50_us"] = run["rtt_ns"]["p50"] / 1e3
         res["rtt_p99_us"] = run["rtt_ns"]["p99"] / 1e3
         res["res_p50_us"] = run["residence_ns"]["p50"] / 1e3
@@ -218,8 +220,8 @@ def table(results, opts, base_name):
     base = next((r for r in results if r["server"] == base_name), None)
     b = base or {}
     lines = [
-        f"| server | max rate < 0.1 % loss (req/s) | closed loop (replies/s) | server CPU / reply (µs) | machine CPU / reply (µs) | RTT p50 / p99 (µs) | residence p50 / p99 (µs) |",
-        "|---|---|---|---|---|---|---|",
+        f"| server | max rate < 0.1 % loss (req/s) | closed loop (replies/s) | server process CPU / reply (µs) | server core CPU / reply (µs) | machine CPU / reply (µs) | RTT p50 / p99 (µs) | residence p50 / p99 (µs) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         sweep = fmt(r.get("sweep_max"), 0)
@@ -229,6 +231,7 @@ def table(results, opts, base_name):
             f"| {r['server']} | {sweep}{ratio(r.get('sweep_max'), b.get('sweep_max'))} "
             f"| {fmt(r['closed_rate'], 0)}{ratio(r['closed_rate'], b.get('closed_rate'))} "
             f"| {fmt(r['server_cpu_us'], 2)}{ratio(r['server_cpu_us'], b.get('server_cpu_us'), inverse=True)} "
+            f"| {fmt(r['core_cpu_us'], 2)}{ratio(r['core_cpu_us'], b.get('core_cpu_us'), inverse=True)} "
             f"| {fmt(r['machine_cpu_us'], 2)}{ratio(r['machine_cpu_us'], b.get('machine_cpu_us'), inverse=True)} "
             f"| {fmt(r['rtt_p50_us'])} / {fmt(r['rtt_p99_us'])} "
             f"| {fmt(r['res_p50_us'])} / {fmt(r['res_p99_us'])} |"
@@ -255,7 +258,7 @@ def machine():
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--topology", choices=["netns", "loopback"], default=None)
-    ap.add_argument("--servers", default="udp,io-uring,chronyd")
+    ap.add_argument("--servers", default="udp,io-uring,xdp,chronyd")
     ap.add_argument("--duration", type=float, default=3.0)
     ap.add_argument("--fixed-rate", type=int, default=50000)
     ap.add_argument("--sweep-rates", default="25000,50000,75000,100000,150000,200000,300000,400000")
@@ -273,6 +276,9 @@ def main():
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "meridian", "-p", "meridian-loadgen"],
                        cwd=ROOT, check=True)
     servers = [s for s in opts.servers.split(",") if s]
+    if "xdp" in servers and opts.topology != "netns":
+        log("xdp needs the netns topology (an interface to attach to): leaving it out")
+        servers.remove("xdp")
     if "chronyd" in servers and not shutil.which("chronyd") and not os.path.exists("/usr/sbin/chronyd"):
         log("chronyd not found (apt-get install chrony): leaving it out")
         servers.remove("chronyd")
