@@ -15,7 +15,9 @@
 //!    **IPv6.** The fixed 40-byte header present, version 6, next header UDP; extension
 //!    headers (including fragments) → `XDP_PASS`.
 //! 4. **UDP.** The whole 8-byte header present and the destination port in the served set
-//!    (1 to 8 ports); otherwise `XDP_PASS`.
+//!    (1 to 8 ports); otherwise `XDP_PASS`. With [`PortMatch::Source`] the *source* port is
+//!    matched instead: a client (the load generator) takes the replies coming back from a
+//!    server's port, whatever its own ports are.
 //! 5. **Timestamp.** Software mode: `bpf_ktime_get_tai_ns()`. Hardware mode: the kfunc
 //!    `bpf_xdp_metadata_rx_timestamp()` (program device-bound to the NIC, native mode); if it
 //!    fails or yields 0, the TAI stamp is taken instead and `FLAG_HW_FALLBACK` is set.
@@ -66,4 +68,4 @@ pub mod sys;
 
 pub use error::Error;
 pub use loader::{ifindex, probe, LoadOptions, TestRun, XdpLink, XdpMode, XdpProgram, XskMap};
-pub use program::{ProgramConfig, RxMeta, TimestampMode, XdpAction, MAX_PORTS};
+pub use program::{PortMatch, ProgramConfig, RxMeta, TimestampMode, XdpAction, MAX_PORTS};

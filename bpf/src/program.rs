@@ -91,11 +91,35 @@ pub enum TimestampMode {
     },
 }
 
+/// Which UDP port of a frame is compared with [`ProgramConfig::ports`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PortMatch {
+    /// The destination port: a server taking the requests sent to its ports (the default).
+    #[default]
+    Destination,
+    /// The source port: a client (the load generator) taking the replies that come back from
+    /// a server's port to its many client ports.
+    Source,
+}
+
+impl PortMatch {
+    /// Offset of the matched port in the UDP header.
+    pub const fn udp_offset(self) -> i16 {
+        match self {
+            PortMatch::Destination => 2,
+            PortMatch::Source => 0,
+        }
+    }
+}
+
 /// What the program serves.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProgramConfig {
-    /// UDP destination ports redirected to AF_XDP (1 to [`MAX_PORTS`], no zero).
+    /// UDP ports redirected to AF_XDP (1 to [`MAX_PORTS`], no zero): destination ports, or
+    /// source ports with [`PortMatch::Source`].
     pub ports: Vec<u16>,
+    /// Which port of the UDP header is matched against `ports`.
+    pub port_match: PortMatch,
     /// Redirect matching IPv4 frames.
     pub ipv4: bool,
     /// Redirect matching IPv6 frames.
@@ -105,10 +129,11 @@ pub struct ProgramConfig {
 }
 
 impl ProgramConfig {
-    /// IPv4 and IPv6 on `ports`, software TAI timestamps.
+    /// IPv4 and IPv6 to destination `ports`, software TAI timestamps.
     pub fn new(ports: &[u16]) -> Self {
         ProgramConfig {
             ports: ports.to_vec(),
+            port_match: PortMatch::Destination,
             ipv4: true,
             ipv6: true,
             timestamp: TimestampMode::SoftwareTai,
@@ -338,12 +363,13 @@ pub fn build(
         a.alu64_imm(AluOp::Or, R5, RxMeta::FLAG_IPV6 as i32);
     }
 
-    // Step 4 — UDP: the whole 8-byte header present, destination port in the served set.
+    // Step 4 — UDP: the whole 8-byte header present, destination (or, with
+    // `PortMatch::Source`, source) port in the served set.
     a.bind(l4);
     a.mov64_reg(R9, R7).alu64_reg(AluOp::Add, R9, R4);
     a.mov64_reg(R1, R9).alu64_imm(AluOp::Add, R1, UDP_HLEN);
     a.jump_if_reg(Cond::UGt, R1, R8, pass);
-    a.load(Size::U16, R2, R9, 2);
+    a.load(Size::U16, R2, R9, config.port_match.udp_offset());
     for &port in &config.ports {
         a.jump_if_imm(Cond::Eq, R2, wire16(port), served);
     }
@@ -452,6 +478,23 @@ mod tests {
                 .any(|i| i.code == 0x15 && i.imm == wire16(port)));
         }
         assert_eq!(insns.last().unwrap().code, 0x95);
+    }
+
+    #[test]
+    fn port_match_picks_the_loaded_field() {
+        // The only 2-byte load from R9 into R2 reads the UDP port that is compared.
+        let udp_port_load = |insns: &[Insn]| {
+            insns
+                .iter()
+                .filter(|i| i.code == 0x69 && i.src() == Reg::R9 as u8 && i.dst() == Reg::R2 as u8)
+                .map(|i| i.off)
+                .collect::<Vec<_>>()
+        };
+        let mut c = ProgramConfig::new(&[123]);
+        assert_eq!(c.port_match, PortMatch::Destination);
+        assert_eq!(udp_port_load(&build(&c, 3, None).unwrap()), vec![2]);
+        c.port_match = PortMatch::Source;
+        assert_eq!(udp_port_load(&build(&c, 3, None).unwrap()), vec![0]);
     }
 
     #[test]

@@ -13,7 +13,7 @@ mod common;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 
 use common::*;
-use meridian_bpf::{ProgramConfig, RxMeta, XdpAction, XdpProgram, XskMap};
+use meridian_bpf::{PortMatch, ProgramConfig, RxMeta, XdpAction, XdpProgram, XskMap};
 
 const PORT: u16 = 123;
 
@@ -71,9 +71,11 @@ fn assert_served(config: &ProgramConfig, frame: &[u8], flags: u32, udp_offset: u
         "{what}: TAI stamp {} within [{before}, {after}]",
         meta.timestamp_ns
     );
+    let port_at = udp_offset + config.port_match.udp_offset() as usize;
     assert_eq!(
-        &frame[udp_offset + 2..udp_offset + 4],
-        &[(PORT >> 8) as u8, PORT as u8][..]
+        &frame[port_at..port_at + 2],
+        &[(PORT >> 8) as u8, PORT as u8][..],
+        "{what}: the matched port"
     );
 
     let with_socket = Fixture::new(config, true);
@@ -330,4 +332,51 @@ fn address_family_switches() {
         "IPv6-only program, IPv6 frame",
     );
     assert_passed(&v6_only, &udp4(PORT), "IPv6-only program, IPv4 frame");
+}
+
+#[test]
+fn source_port_match_takes_replies_from_the_server_port() {
+    if skip_without_bpf("source_port_match_takes_replies_from_the_server_port") {
+        return;
+    }
+    let mut cfg = ProgramConfig::new(&[PORT]);
+    cfg.port_match = PortMatch::Source;
+    // Replies: from the server's port to any client port.
+    for client_port in [1u16, 1024, 40000, 65535] {
+        let v4 = eth(ETH_P_IP, &ipv4(IPPROTO_UDP, &udp(PORT, client_port)));
+        let v6 = eth(ETH_P_IPV6, &ipv6(IPPROTO_UDP, &udp(PORT, client_port)));
+        assert_served(&cfg, &v4, 0, 34, "IPv4 reply from the server port");
+        assert_served(
+            &cfg,
+            &v6,
+            RxMeta::FLAG_IPV6,
+            54,
+            "IPv6 reply from the server port",
+        );
+    }
+    let v4 = ipv4(IPPROTO_UDP, &udp(PORT, 40000));
+    assert_served(
+        &cfg,
+        &eth_vlan(0x8100, 42, ETH_P_IP, &v4),
+        RxMeta::FLAG_VLAN,
+        38,
+        "802.1Q IPv4 reply",
+    );
+    // Requests *to* the port (what a server program takes) and other UDP are passed.
+    assert_passed(&cfg, &udp4(PORT), "IPv4 request to the port");
+    assert_passed(&cfg, &udp6(PORT), "IPv6 request to the port");
+    for sport in [122u16, 124, u16::from_be_bytes([123, 0])] {
+        let f = eth(ETH_P_IP, &ipv4(IPPROTO_UDP, &udp(sport, 40000)));
+        assert_passed(&cfg, &f, "other source port");
+    }
+    assert_passed(
+        &cfg,
+        &eth(ETH_P_IP, &ipv4(IPPROTO_TCP, &tcp(PORT, 40000))),
+        "TCP from the port",
+    );
+    let frag = eth(
+        ETH_P_IP,
+        &ipv4_full(IPPROTO_UDP, 0x2000, &[], &udp(PORT, 40000)),
+    );
+    assert_passed(&cfg, &frag, "fragment from the port");
 }

@@ -4,7 +4,7 @@ mod common;
 
 use common::skip_without_bpf;
 use meridian_bpf::insn::{Insn, Reg, Size};
-use meridian_bpf::{Error, LoadOptions, ProgramConfig, XdpProgram, XskMap};
+use meridian_bpf::{Error, LoadOptions, PortMatch, ProgramConfig, XdpProgram, XskMap};
 
 #[test]
 fn every_software_variant_is_accepted() {
@@ -15,10 +15,13 @@ fn every_software_variant_is_accepted() {
     let mut variants = Vec::new();
     for ports in [&[123u16][..], &[123, 4123], &[1, 2, 3, 4, 5, 6, 7, 8]] {
         for (ipv4, ipv6) in [(true, true), (true, false), (false, true)] {
-            let mut c = ProgramConfig::new(ports);
-            c.ipv4 = ipv4;
-            c.ipv6 = ipv6;
-            variants.push(c);
+            for port_match in [PortMatch::Destination, PortMatch::Source] {
+                let mut c = ProgramConfig::new(ports);
+                c.ipv4 = ipv4;
+                c.ipv6 = ipv6;
+                c.port_match = port_match;
+                variants.push(c);
+            }
         }
     }
     for c in &variants {
