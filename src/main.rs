@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 
 use meridian::config::{BackendKind, Config, XdpMode};
 use meridian::query::{self, QueryOptions};
-use meridian::server::{ServeOptions, Server};
+use meridian::server::Server;
 
 #[derive(Parser)]
 #[command(name = "meridian", version, about = "A carrier-scale NTP time server")]
@@ -117,20 +117,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .or_else(|| std::env::var("RUST_LOG").ok())
         .unwrap_or_else(|| cfg.log.level.clone());
     init_logging(&level)?;
-    let opts = ServeOptions {
-        listen: cfg.server.listen.clone(),
-        workers: cfg.server.workers,
-        cores: cfg.server.cores.clone(),
-        backend: cfg.server.backend,
-        batch_size: cfg.server.batch_size,
-        local_stratum: cfg.clock.local_stratum,
-        interfaces: cfg.server.interface.clone(),
-        xdp_mode: cfg.server.xdp_mode,
-        queues: cfg.server.queues.clone(),
-        sources: cfg.sources.clone(),
-        clock: cfg.clock.clone(),
-    };
-
     let stop = Arc::new(AtomicBool::new(false));
     let dump = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -139,7 +125,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     signal_hook::flag::register(signal_hook::consts::SIGUSR1, dump.clone())
         .context("installing signal handlers")?;
 
-    let mut server = Server::start(&opts, stop.clone())?;
+    let mut server = Server::start(&cfg, stop.clone())?;
     while !server.stopping() {
         std::thread::sleep(Duration::from_millis(50));
         server.tick();

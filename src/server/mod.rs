@@ -14,33 +14,11 @@ use crossbeam::utils::CachePadded;
 use serde::Serialize;
 
 use crate::clock::{ClockSnapshot, SharedClock};
-use crate::config::{BackendKind, XdpMode};
+use crate::config::{BackendKind, Config};
 use crate::discipline::thread::{DisciplineSettings, DisciplineThread, SourceStatus};
 use crate::io::{self, Opened, WorkerContext};
 use crate::sys;
 use counters::{CounterReport, PaddedCounters, Tally, WorkerCounters};
-
-/// What `meridian serve` runs with, after the config file and the command line are merged.
-#[derive(Clone, Debug)]
-pub struct ServeOptions {
-    pub listen: Vec<SocketAddr>,
-    /// 0 = one per available core.
-    pub workers: usize,
-    /// Explicit core ids; empty = every core the process may run on.
-    pub cores: Vec<usize>,
-    pub backend: BackendKind,
-    pub batch_size: usize,
-    pub local_stratum: u8,
-    /// Interfaces for the xdp backend; empty = xdp not configured (`auto` skips it).
-    pub interfaces: Vec<String>,
-    pub xdp_mode: XdpMode,
-    /// RX queues served per interface by xdp; empty = all.
-    pub queues: Vec<u32>,
-    /// Upstream sources; empty = serve the local clock at `local_stratum`.
-    pub sources: Vec<crate::config::SourceConfig>,
-    /// Discipline settings (`[clock]`).
-    pub clock: crate::config::ClockConfig,
-}
 
 /// How often the local reference is republished (so root dispersion stays small).
 const LOCAL_REFRESH: Duration = Duration::from_secs(1);
@@ -91,19 +69,24 @@ pub fn choose_cores(explicit: &[usize]) -> anyhow::Result<Vec<core_affinity::Cor
 
 /// Opens the configured backend, or says why it cannot run. `auto` takes the best backend
 /// the machine supports and logs each fallback with its reason.
-fn open_backend(opts: &ServeOptions, workers: usize) -> anyhow::Result<Opened> {
-    let udp =
-        || -> anyhow::Result<Opened> { Ok(io::udp::open(&opts.listen, workers, opts.batch_size)?) };
-    match opts.backend {
+fn open_backend(opts: &Config, workers: usize) -> anyhow::Result<Opened> {
+    let udp = || -> anyhow::Result<Opened> {
+        Ok(io::udp::open(
+            &opts.server.listen,
+            workers,
+            opts.server.batch_size,
+        )?)
+    };
+    match opts.server.backend {
         BackendKind::Udp => udp(),
         BackendKind::Auto => {
-            if !opts.interfaces.is_empty() {
+            if !opts.server.interface.is_empty() {
                 match xdp_open(opts, workers) {
                     Ok(opened) => return Ok(opened),
                     Err(why) => tracing::warn!(
                         "backend auto: xdp unavailable on {:?} ({why:#}); falling back to \
                          io-uring, else udp",
-                        opts.interfaces
+                        opts.server.interface
                     ),
                 }
             }
@@ -126,25 +109,25 @@ fn open_backend(opts: &ServeOptions, workers: usize) -> anyhow::Result<Opened> {
 
 /// Opens the xdp backend: one worker per RX queue of each interface (not `workers`).
 #[cfg(target_os = "linux")]
-fn xdp_open(opts: &ServeOptions, workers: usize) -> anyhow::Result<Opened> {
+fn xdp_open(opts: &Config, workers: usize) -> anyhow::Result<Opened> {
     let opened = io::xdp::open(&io::xdp::XdpOptions {
-        listen: opts.listen.clone(),
-        interfaces: opts.interfaces.clone(),
-        mode: opts.xdp_mode,
-        queues: opts.queues.clone(),
+        listen: opts.server.listen.clone(),
+        interfaces: opts.server.interface.clone(),
+        mode: opts.server.xdp_mode,
+        queues: opts.server.queues.clone(),
     })?;
-    if opts.workers != 0 && opened.workers.len() != workers {
+    if opts.server.workers != 0 && opened.workers.len() != workers {
         tracing::info!(
             "xdp: one worker per RX queue: {} worker(s) (server.workers = {} does not apply)",
             opened.workers.len(),
-            opts.workers
+            opts.server.workers
         );
     }
     Ok(opened)
 }
 
 #[cfg(not(target_os = "linux"))]
-fn xdp_open(_: &ServeOptions, _: usize) -> anyhow::Result<Opened> {
+fn xdp_open(_: &Config, _: usize) -> anyhow::Result<Opened> {
     bail!("AF_XDP exists only on Linux")
 }
 
@@ -159,12 +142,12 @@ fn uring_unavailable() -> Option<String> {
 }
 
 #[cfg(target_os = "linux")]
-fn uring_open(opts: &ServeOptions, workers: usize) -> Result<Opened, io::SetupError> {
-    io::uring::open(&opts.listen, workers, opts.batch_size)
+fn uring_open(opts: &Config, workers: usize) -> Result<Opened, io::SetupError> {
+    io::uring::open(&opts.server.listen, workers, opts.server.batch_size)
 }
 
 #[cfg(not(target_os = "linux"))]
-fn uring_open(_: &ServeOptions, _: usize) -> Result<Opened, io::SetupError> {
+fn uring_open(_: &Config, _: usize) -> Result<Opened, io::SetupError> {
     unreachable!("uring_unavailable() is always Some off Linux")
 }
 
@@ -187,13 +170,13 @@ pub struct Server {
 
 impl Server {
     /// Opens sockets, publishes the initial clock state and starts the pinned workers.
-    pub fn start(opts: &ServeOptions, stop: Arc<AtomicBool>) -> anyhow::Result<Server> {
-        if opts.listen.is_empty() {
+    pub fn start(opts: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<Server> {
+        if opts.server.listen.is_empty() {
             bail!("no listen address: give --listen ADDR:PORT or server.listen in the config");
         }
-        let cores = choose_cores(&opts.cores)?;
-        let workers = if opts.workers > 0 {
-            opts.workers
+        let cores = choose_cores(&opts.server.cores)?;
+        let workers = if opts.server.workers > 0 {
+            opts.server.workers
         } else {
             cores.len().max(1)
         };
@@ -201,7 +184,7 @@ impl Server {
         let precision = sys::clock::measure_precision();
         // With sources, replies say "unsynchronised" until the discipline first synchronises.
         let initial = if opts.sources.is_empty() {
-            ClockSnapshot::local(opts.local_stratum, precision, sys::clock::now())
+            ClockSnapshot::local(opts.clock.local_stratum, precision, sys::clock::now())
         } else {
             ClockSnapshot::unsynchronized(precision)
         };
@@ -232,7 +215,7 @@ impl Server {
                 clock: clock.clone(),
                 counters: c,
                 stop: stop.clone(),
-                batch: opts.batch_size,
+                batch: opts.server.batch_size,
             };
             let stop_all = stop.clone();
             let t = std::thread::Builder::new()
@@ -268,7 +251,7 @@ impl Server {
             } else {
                 "local"
             },
-            stratum = opts.local_stratum,
+            stratum = opts.clock.local_stratum,
             "meridian serving"
         );
         Ok(Server {
@@ -278,7 +261,7 @@ impl Server {
             clock,
             counters,
             threads,
-            local_stratum: opts.local_stratum,
+            local_stratum: opts.clock.local_stratum,
             precision,
             last_refresh: Instant::now(),
             discipline,
