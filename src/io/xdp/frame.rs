@@ -16,6 +16,10 @@
 //!   tell us whether the kernel already trusted the frame;
 //! * a source address that can be answered (not multicast, broadcast, unspecified or loopback)
 //!   and a destination the [`AddrFilter`] accepts.
+//!
+//! The reverse — putting a UDP datagram into a new frame, with both checksums — is
+//! [`build_udp`] (used by the load generator's AF_XDP transport), so there is one
+//! implementation of the checksums for both directions.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -309,6 +313,92 @@ pub fn finish_reply(frame: &mut [u8], p: &Parsed, reply_len: usize) -> usize {
     }
     put16(frame, u + 6, c);
     u + udp_len
+}
+
+/// The addresses of a UDP datagram to frame with [`build_udp`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UdpFrameSpec {
+    /// Ethernet source (the sending interface's MAC).
+    pub src_mac: [u8; 6],
+    /// Ethernet destination (the next hop's MAC, from the neighbour table).
+    pub dst_mac: [u8; 6],
+    /// IP source address and UDP source port.
+    pub src: SocketAddr,
+    /// IP destination address and UDP destination port (same family as `src`).
+    pub dst: SocketAddr,
+}
+
+impl UdpFrameSpec {
+    /// Length of the Ethernet, IP and UDP headers in front of the payload.
+    pub fn header_len(&self) -> usize {
+        ETH_HLEN
+            + if self.src.is_ipv6() {
+                IPV6_HLEN
+            } else {
+                IPV4_HLEN
+            }
+            + UDP_HLEN
+    }
+}
+
+/// Writes an Ethernet II frame (no VLAN tag) carrying `payload` in a UDP datagram as `spec`
+/// says into the start of `buf`: IPv4 without options, DF set, identification 0, TTL 64,
+/// header checksum; or IPv6 with hop limit 64, flow label 0. The UDP checksum is always
+/// computed (0 is sent as 0xffff). Returns the frame's length, or `None` when `buf` is too
+/// short, the families of `src` and `dst` differ, or the datagram would exceed 65535 bytes.
+pub fn build_udp(buf: &mut [u8], spec: &UdpFrameSpec, payload: &[u8]) -> Option<usize> {
+    let udp_len = UDP_HLEN + payload.len();
+    let len = spec.header_len() + payload.len();
+    if udp_len > usize::from(u16::MAX) - IPV4_HLEN || buf.len() < len {
+        return None;
+    }
+    let frame = &mut buf[..len];
+    frame[0..6].copy_from_slice(&spec.dst_mac);
+    frame[6..12].copy_from_slice(&spec.src_mac);
+    let l3 = ETH_HLEN;
+    let udp = match (spec.src.ip(), spec.dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            put16(frame, 12, ETH_P_IP);
+            let ip = &mut frame[l3..l3 + IPV4_HLEN];
+            ip[0] = 0x45;
+            ip[1] = 0;
+            put16(ip, 2, (IPV4_HLEN + udp_len) as u16);
+            put16(ip, 4, 0); // identification: unused with DF
+            put16(ip, 6, 0x4000); // DF, offset 0
+            ip[8] = REPLY_TTL;
+            ip[9] = IPPROTO_UDP;
+            put16(ip, 10, 0);
+            ip[12..16].copy_from_slice(&s.octets());
+            ip[16..20].copy_from_slice(&d.octets());
+            let c = !fold(sum_words(0, ip));
+            put16(ip, 10, c);
+            l3 + IPV4_HLEN
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            put16(frame, 12, ETH_P_IPV6);
+            let ip = &mut frame[l3..l3 + IPV6_HLEN];
+            ip[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
+            put16(ip, 4, udp_len as u16);
+            ip[6] = IPPROTO_UDP;
+            ip[7] = REPLY_TTL;
+            ip[8..24].copy_from_slice(&s.octets());
+            ip[24..40].copy_from_slice(&d.octets());
+            l3 + IPV6_HLEN
+        }
+        _ => return None,
+    };
+    put16(frame, udp, spec.src.port());
+    put16(frame, udp + 2, spec.dst.port());
+    put16(frame, udp + 4, udp_len as u16);
+    put16(frame, udp + 6, 0);
+    frame[udp + UDP_HLEN..].copy_from_slice(payload);
+    let pseudo = pseudo_header_sum(spec.src.ip(), spec.dst.ip(), udp_len);
+    let mut c = !fold(sum_words(pseudo, &frame[udp..]));
+    if c == 0 {
+        c = 0xffff; // 0 means "no checksum" on the wire
+    }
+    put16(frame, udp + 6, c);
+    Some(len)
 }
 
 /// What [`answer_in_place`] did with an answered frame.
@@ -746,6 +836,110 @@ mod tests {
         assert!(f.accepts("::1".parse().unwrap(), 1123));
         assert!(!f.accepts(Ipv4Addr::new(10, 203, 0, 9).into(), 123));
         assert!(!AddrFilter::new(&["10.0.0.1:123".parse().unwrap()]).has_wildcard());
+    }
+
+    fn full_checksum_ok(frame: &[u8], p: &Parsed) -> bool {
+        let u = &frame[p.udp..p.udp + UDP_HLEN + p.payload_len];
+        let pseudo = pseudo_header_sum(p.src.ip(), p.dst.ip(), u.len());
+        be16(u, 6) != 0 && fold(sum_words(pseudo, u)) == 0xffff
+    }
+
+    #[test]
+    fn built_frames_parse_with_full_checksums() {
+        let specs = [
+            UdpFrameSpec {
+                src_mac: CLIENT_MAC,
+                dst_mac: SERVER_MAC,
+                src: SocketAddr::new(C4.into(), 40000),
+                dst: SocketAddr::new(S4.into(), 123),
+            },
+            UdpFrameSpec {
+                src_mac: CLIENT_MAC,
+                dst_mac: SERVER_MAC,
+                src: SocketAddr::new(c6().into(), 1024),
+                dst: SocketAddr::new(s6().into(), 123),
+            },
+        ];
+        for spec in specs {
+            for len in [0usize, 1, 47, 48, 68, 1000] {
+                let payload: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+                let mut buf = vec![0xaau8; 2048];
+                let n = build_udp(&mut buf, &spec, &payload).expect("fits");
+                assert_eq!(n, spec.header_len() + len);
+                let f = &buf[..n];
+                assert_eq!(&f[0..6], &SERVER_MAC);
+                assert_eq!(&f[6..12], &CLIENT_MAC);
+                let p = parse(f).unwrap_or_else(|r| panic!("{spec:?} len {len}: {r:?}"));
+                assert_eq!(
+                    (p.src, p.dst, p.ipv6),
+                    (spec.src, spec.dst, spec.src.is_ipv6())
+                );
+                assert_eq!(&f[p.payload()], &payload[..]);
+                assert!(
+                    full_checksum_ok(f, &p),
+                    "full UDP checksum, not a partial one"
+                );
+                if !p.ipv6 {
+                    assert_eq!(fold(sum_words(0, &f[14..34])), 0xffff, "IPv4 header sum");
+                    assert_eq!(be16(f, 14 + 6), 0x4000, "DF");
+                }
+                // One flipped payload bit breaks the checksum the parser verifies.
+                if len > 0 {
+                    let mut bad = f.to_vec();
+                    bad[n - 1] ^= 0x10;
+                    assert_eq!(parse(&bad), Err(DropReason::Malformed));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn built_requests_are_answered_by_the_server_path() {
+        for (src, dst) in [
+            (IpAddr::from(C4), IpAddr::from(S4)),
+            (c6().into(), s6().into()),
+        ] {
+            let spec = UdpFrameSpec {
+                src_mac: CLIENT_MAC,
+                dst_mac: SERVER_MAC,
+                src: SocketAddr::new(src, 5555),
+                dst: SocketAddr::new(dst, 123),
+            };
+            let mut buf = vec![0u8; 2048];
+            let n = build_udp(&mut buf, &spec, &ntp_request(48)).unwrap();
+            let (a, t) = answer(&mut buf[..n]);
+            let a = a.expect("answered");
+            assert_eq!(t.answered, 1);
+            let p = parse(&buf[..a.len]).unwrap();
+            assert_eq!((p.src, p.dst), (spec.dst, spec.src));
+            assert!(full_checksum_ok(&buf[..a.len], &p));
+        }
+    }
+
+    #[test]
+    fn build_refuses_what_does_not_fit() {
+        let spec = UdpFrameSpec {
+            src_mac: CLIENT_MAC,
+            dst_mac: SERVER_MAC,
+            src: SocketAddr::new(C4.into(), 1),
+            dst: SocketAddr::new(s6().into(), 123),
+        };
+        let mut buf = vec![0u8; 2048];
+        assert_eq!(build_udp(&mut buf, &spec, &[0; 48]), None, "mixed families");
+        let spec = UdpFrameSpec {
+            dst: SocketAddr::new(S4.into(), 123),
+            ..spec
+        };
+        assert_eq!(
+            build_udp(&mut buf[..14 + 20 + 8 + 47], &spec, &[0; 48]),
+            None
+        );
+        assert_eq!(
+            build_udp(&mut buf[..14 + 20 + 8 + 48], &spec, &[0; 48]),
+            Some(90)
+        );
+        let mut big = vec![0u8; 70_000];
+        assert_eq!(build_udp(&mut big, &spec, &[0; 65_510]), None);
     }
 
     #[test]

@@ -24,8 +24,12 @@
 pub mod frame;
 pub mod netdev;
 mod ring;
-mod socket;
+pub mod socket;
 mod umem;
+
+pub use meridian_bpf::{PortMatch, ProgramConfig, RxMeta};
+pub use socket::{BindMode, BindTarget, RxFrame, Xsk, XskError, MAX_TX_LEN, TX_OFFSET};
+pub use umem::FRAME_SIZE;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -34,7 +38,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use meridian_bpf::{ifindex, ProgramConfig, RxMeta, XdpLink, XdpProgram, XskMap};
+use meridian_bpf::{ifindex, XdpLink, XdpProgram, XskMap};
 
 use crate::clock::{RawStamp, TimestampQuality};
 use crate::config::XdpMode;
@@ -43,8 +47,7 @@ use crate::proto::{DropReason, UnixNanos};
 use crate::server::counters::Tally;
 use crate::sys;
 use frame::AddrFilter;
-use socket::{BindMode, BindTarget, Xsk};
-use umem::{TxMetadata, Umem, FRAME_SIZE};
+use umem::{TxMetadata, Umem};
 
 /// How long a worker waits in poll(2) before looking at the stop flag again.
 const POLL_MS: i32 = 100;
@@ -99,6 +102,80 @@ pub fn probe() -> Result<(), String> {
             format!("bpf(2) unavailable: {e}")
         }
     })
+}
+
+/// An AF_XDP socket with its own XDP program attached: what a user of this module outside the
+/// server (the load generator) needs to send and receive raw frames on one queue. Built by
+/// [`XskBinding::open`]; dropping it detaches the program (the link closes first) and closes
+/// the socket.
+pub struct XskBinding {
+    /// First field, so it drops first: the program is detached before the socket closes.
+    _link: XdpLink,
+    /// The bound socket: transmit, receive, refill (see [`socket`]).
+    pub xsk: Xsk,
+    _map: XskMap,
+    _program: XdpProgram,
+    /// The mode the program was attached in (auto resolves to native or generic).
+    pub attached: meridian_bpf::XdpMode,
+}
+
+impl XskBinding {
+    /// Loads the program for `cfg`, attaches it to `ifname` in `mode`, binds an AF_XDP socket
+    /// to `queue` (zero-copy first, copy mode when refused; EBUSY retried for
+    /// [`socket::BUSY_GRACE`]) and puts it into the program's XSKMAP. The program redirects
+    /// only what `cfg` selects, and only on `queue`; everything else reaches the kernel.
+    pub fn open(
+        ifname: &str,
+        queue: u32,
+        cfg: &ProgramConfig,
+        mode: XdpMode,
+    ) -> Result<XskBinding, XdpError> {
+        probe().map_err(XdpError::Config)?;
+        let ifx = ifindex(ifname).map_err(|source| XdpError::Interface {
+            name: ifname.to_string(),
+            source,
+        })?;
+        let queues = netdev::rx_queue_count(ifname).max(queue + 1);
+        let program_err = |source| XdpError::Program {
+            name: ifname.to_string(),
+            source,
+        };
+        let map = XskMap::create(queues).map_err(XdpError::Bpf)?;
+        let program = XdpProgram::load(cfg, &map).map_err(program_err)?;
+        let link = program.attach(ifx, bpf_mode(mode)).map_err(program_err)?;
+        let xsk = Xsk::open(BindTarget {
+            ifname,
+            ifindex: ifx,
+            queue,
+            try_zero_copy: true,
+        })
+        .map_err(|source| XdpError::Socket {
+            name: ifname.to_string(),
+            queue,
+            source,
+        })?;
+        map.insert(queue, xsk.as_fd()).map_err(program_err)?;
+        Ok(XskBinding {
+            attached: link.mode(),
+            _link: link,
+            xsk,
+            _map: map,
+            _program: program,
+        })
+    }
+
+    /// Detaches the program, then closes the socket (what dropping does).
+    pub fn close(self) {
+        drop(self);
+    }
+}
+
+fn bpf_mode(mode: XdpMode) -> meridian_bpf::XdpMode {
+    match mode {
+        XdpMode::Auto => meridian_bpf::XdpMode::Auto,
+        XdpMode::Native => meridian_bpf::XdpMode::Native,
+        XdpMode::Generic => meridian_bpf::XdpMode::Generic,
+    }
 }
 
 /// The program attached to one interface. Dropping the last reference detaches it.
@@ -218,11 +295,7 @@ pub fn open(opts: &XdpOptions) -> Result<Opened, XdpError> {
     let mut cfg = ProgramConfig::new(&ports);
     cfg.ipv4 = opts.listen.iter().any(|a| a.is_ipv4());
     cfg.ipv6 = opts.listen.iter().any(|a| a.is_ipv6());
-    let mode = match opts.mode {
-        XdpMode::Auto => meridian_bpf::XdpMode::Auto,
-        XdpMode::Native => meridian_bpf::XdpMode::Native,
-        XdpMode::Generic => meridian_bpf::XdpMode::Generic,
-    };
+    let mode = bpf_mode(opts.mode);
     let mut filter = AddrFilter::new(&opts.listen);
     if filter.has_wildcard() {
         filter.set_local(netdev::local_addresses().unwrap_or_default());
@@ -336,12 +409,11 @@ impl XdpWorker {
         tai_offset_ns: i64,
         attachment: Arc<Attachment>,
     ) -> XdpWorker {
+        let mut xsk = xsk;
         let frames = xsk.umem.frames();
         let mut w = XdpWorker {
-            free: (0..frames)
-                .rev()
-                .map(|i| u64::from(i) * u64::from(FRAME_SIZE))
-                .collect(),
+            // The worker drives the rings itself: it owns every frame from the start.
+            free: std::mem::take(&mut xsk.pool),
             in_flight: vec![None; frames as usize],
             xsk,
             ifname,

@@ -83,6 +83,15 @@ fn sysfs_rx_queues(ifname: &str) -> Option<u32> {
 /// Every address configured on the host (all interfaces, both families), as getifaddrs(3)
 /// lists them. IPv6 link-local addresses are included (their scope is the interface).
 pub fn local_addresses() -> io::Result<Vec<IpAddr>> {
+    addresses(None)
+}
+
+/// The addresses configured on interface `ifname` (both families, sorted: IPv4 first).
+pub fn interface_addresses(ifname: &str) -> io::Result<Vec<IpAddr>> {
+    addresses(Some(ifname))
+}
+
+fn addresses(only: Option<&str>) -> io::Result<Vec<IpAddr>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs writes a list head into `head` (or fails and leaves it alone).
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
@@ -93,7 +102,17 @@ pub fn local_addresses() -> io::Result<Vec<IpAddr>> {
     while !cur.is_null() {
         // SAFETY: `cur` is a node of the list getifaddrs returned, alive until freeifaddrs.
         let ifa = unsafe { &*cur };
-        if !ifa.ifa_addr.is_null() {
+        let wanted = match only {
+            None => true,
+            Some(_) if ifa.ifa_name.is_null() => false,
+            Some(name) => {
+                // SAFETY: ifa_name is non-null (checked above) and points to a NUL-terminated
+                // string owned by the list, alive until freeifaddrs.
+                let ifa_name = unsafe { CStr::from_ptr(ifa.ifa_name) };
+                ifa_name.to_bytes() == name.as_bytes()
+            }
+        };
+        if wanted && !ifa.ifa_addr.is_null() {
             // SAFETY: ifa_addr points to a sockaddr whose family says its real type and size.
             let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
             if family == libc::AF_INET {
@@ -147,5 +166,8 @@ mod tests {
         );
         assert_eq!(ifname(1).as_deref(), Some("lo"));
         assert_eq!(rx_queue_count("no-such-if0"), 1);
+        let lo = interface_addresses("lo").unwrap();
+        assert!(lo.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)), "{lo:?}");
+        assert!(interface_addresses("no-such-if0").unwrap().is_empty());
     }
 }

@@ -1,14 +1,38 @@
 //! One AF_XDP socket bound to one RX queue: its UMEM, its four rings, and the bind (zero-copy
 //! first, copy mode when the driver refuses; retried on EBUSY while a previous owner of the
 //! queue is still being torn down).
+//!
+//! # Public API (for other crates, e.g. the load generator)
+//!
+//! [`Xsk::open`] binds a socket; [`super::XskBinding`] also attaches an XDP program that
+//! redirects to it. Every UMEM frame is at any moment either in the socket's *pool* (owned by
+//! user space, not on any ring) or lent to the kernel (fill, RX, TX or completion ring). The
+//! safe methods only ever touch the bytes of pool frames or of frames just taken off the RX
+//! ring, so a caller cannot race the kernel:
+//!
+//! * [`Xsk::transmit`] takes up to `max` pool frames, lets a closure write each frame's bytes
+//!   (at [`TX_OFFSET`] in the frame) and return its length, queues the frames on the TX ring
+//!   and kicks the kernel (`sendto`, repeated while copy mode leaves descriptors behind);
+//! * [`Xsk::reap_completions`] moves transmitted frames back to the pool (`transmit` does it
+//!   first itself);
+//! * [`Xsk::refill`] lends pool frames to the fill ring (keeping some back for transmitting);
+//! * [`Xsk::receive`] hands each received frame's bytes and its XDP metadata
+//!   ([`meridian_bpf::RxMeta`], when the program wrote one) to a closure, releases the RX
+//!   descriptors and puts the frames back in the pool;
+//! * [`Xsk::wait`] / [`Xsk::wait_for`] sleep in poll(2) until something is received.
+//!
+//! The server backend (`super::XdpWorker`) takes the whole pool at start and drives the rings
+//! itself (it answers in the received frame), through crate-private fields.
 
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
+use meridian_bpf::RxMeta;
+
 use super::ring::{Ring, RingLayout};
-use super::umem::Umem;
+use super::umem::{Umem, FRAME_SIZE};
 
 /// Entries per ring (fill, completion, RX, TX).
 pub const RING_SIZE: u32 = 2048;
@@ -17,19 +41,32 @@ pub const RING_SIZE: u32 = 2048;
 pub const FRAMES: u32 = 2 * RING_SIZE;
 /// How long a queue still held by an exiting owner (EBUSY) is waited for.
 pub const BUSY_GRACE: Duration = Duration::from_secs(3);
+/// Where [`Xsk::transmit`] puts a frame's first byte inside its UMEM frame: the same headroom
+/// the kernel leaves in front of received frames (XDP_PACKET_HEADROOM).
+pub const TX_OFFSET: usize = 256;
+/// The longest frame [`Xsk::transmit`] can send.
+pub const MAX_TX_LEN: usize = FRAME_SIZE as usize - TX_OFFSET;
+/// The most `sendto` kicks one [`Xsk::transmit`] makes (copy mode sends 32 frames per call).
+const MAX_KICKS: usize = 64;
 
 /// How the socket was bound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BindMode {
+    /// The driver DMAs into the UMEM (`XDP_ZEROCOPY`).
     ZeroCopy,
+    /// The kernel copies frames between its buffers and the UMEM (`XDP_COPY`; veth, generic
+    /// XDP).
     Copy,
 }
 
 /// What to bind.
 #[derive(Clone, Copy, Debug)]
 pub struct BindTarget<'a> {
+    /// Interface name (for messages).
     pub ifname: &'a str,
+    /// Its index (`meridian_bpf::ifindex`).
     pub ifindex: u32,
+    /// The RX/TX queue.
     pub queue: u32,
     /// Try zero-copy first (false: copy mode only, e.g. after the driver refused it once).
     pub try_zero_copy: bool,
@@ -44,10 +81,23 @@ pub struct Xsk {
     pub(super) tx: Ring<libc::xdp_desc>,
     fd: OwnedFd,
     pub(super) umem: Umem,
+    /// Base addresses of the frames owned by user space and on no ring (see the module docs).
+    pub(super) pool: Vec<u64>,
+    /// How the socket was bound.
     pub mode: BindMode,
     /// TX metadata (completion timestamps) is on.
     pub tx_metadata: bool,
+    /// The queue it is bound to.
     pub queue: u32,
+}
+
+/// One received frame, as [`Xsk::receive`] shows it.
+#[derive(Clone, Copy, Debug)]
+pub struct RxFrame<'a> {
+    /// The frame, from its Ethernet header on.
+    pub data: &'a [u8],
+    /// The metadata the XDP program wrote in front of it, when it looks valid.
+    pub meta: Option<RxMeta>,
 }
 
 /// Why a socket could not be set up: the step and the errno.
@@ -60,13 +110,14 @@ pub struct XskError {
 }
 
 impl XskError {
-    fn last(step: &'static str) -> XskError {
+    pub(super) fn last(step: &'static str) -> XskError {
         XskError {
             step,
             source: io::Error::last_os_error(),
         }
     }
 
+    /// The errno of the failed step.
     pub fn errno(&self) -> Option<i32> {
         self.source.raw_os_error()
     }
@@ -254,6 +305,10 @@ impl Xsk {
         if r != 0 {
             return Err(XskError::last("bind"));
         }
+        let pool = (0..umem.frames())
+            .rev()
+            .map(|i| u64::from(i) * u64::from(FRAME_SIZE))
+            .collect();
         Ok(Xsk {
             fill,
             comp,
@@ -261,6 +316,7 @@ impl Xsk {
             tx,
             fd,
             umem,
+            pool,
             mode,
             tx_metadata,
             queue: target.queue,
@@ -324,6 +380,152 @@ impl Xsk {
             )
         };
         (r == 0).then_some(st)
+    }
+}
+
+impl Xsk {
+    /// UMEM frames of this socket.
+    pub fn frame_count(&self) -> u32 {
+        self.umem.frames()
+    }
+
+    /// Frames in the pool (owned by user space, free to transmit or to lend to the fill ring).
+    pub fn pool_len(&self) -> usize {
+        self.pool.len()
+    }
+
+    /// Waits up to `timeout` (nanosecond resolution, ppoll(2)) for received frames.
+    pub fn wait_for(&self, timeout: Duration) -> io::Result<()> {
+        let mut p = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: one live pollfd, as the count says; `ts` lives across the call; a null
+        // sigmask leaves the signal mask alone.
+        let r = unsafe { libc::ppoll(&mut p, 1, &ts, std::ptr::null()) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the frames the kernel has finished transmitting back to the pool; returns how
+    /// many.
+    pub fn reap_completions(&mut self) -> u32 {
+        let n = self.comp.available(RING_SIZE);
+        for i in 0..n {
+            self.pool.push(Umem::frame_base(self.comp.read(i)));
+        }
+        self.comp.release(n);
+        n
+    }
+
+    /// Lends pool frames to the fill ring (where received frames land), leaving at least
+    /// `keep` in the pool; returns how many were lent. A socket receives nothing until this
+    /// has been called.
+    pub fn refill(&mut self, keep: usize) -> u32 {
+        let spare = self.pool.len().saturating_sub(keep);
+        let n = self.fill.free(spare.min(RING_SIZE as usize) as u32);
+        for i in 0..n {
+            let addr = self.pool.pop().expect("n <= pool.len()");
+            self.fill.write(i, addr);
+        }
+        self.fill.submit(n);
+        n
+    }
+
+    /// Transmits up to `max` frames: reaps completions, then for each pool frame (while the
+    /// TX ring has room) calls `write(i, buf)` with the frame's `MAX_TX_LEN` writable bytes;
+    /// `write` returns the frame's length, or `None` to stop (that frame stays in the pool).
+    /// The frames are published on the TX ring and the kernel is kicked. Returns how many
+    /// frames were queued (fewer than `max` when frames or ring slots ran out), or the
+    /// kick's error (the frames stay queued and go with the next kick).
+    pub fn transmit(
+        &mut self,
+        max: usize,
+        mut write: impl FnMut(usize, &mut [u8]) -> Option<usize>,
+    ) -> io::Result<usize> {
+        self.reap_completions();
+        let want = max.min(self.pool.len()).min(RING_SIZE as usize) as u32;
+        let room = self.tx.free(want);
+        let mut queued = 0u32;
+        while queued < room {
+            let base = *self.pool.last().expect("room <= pool.len()");
+            let frame = self
+                .umem
+                .frame_mut(base)
+                .expect("pool frames lie inside the UMEM");
+            let Some(len) = write(queued as usize, &mut frame[TX_OFFSET..]) else {
+                break;
+            };
+            let len = len.min(MAX_TX_LEN);
+            self.pool.pop();
+            self.tx.write(
+                queued,
+                libc::xdp_desc {
+                    addr: base + TX_OFFSET as u64,
+                    len: len as u32,
+                    options: 0,
+                },
+            );
+            queued += 1;
+        }
+        self.tx.submit(queued);
+        self.flush_tx()?;
+        Ok(queued as usize)
+    }
+
+    /// Kicks the kernel until the TX ring is drained (or it needs no wakeup), reaping
+    /// completions when it reports the completion ring full.
+    pub fn flush_tx(&mut self) -> io::Result<()> {
+        for _ in 0..MAX_KICKS {
+            if self.tx.unconsumed() == 0 || !self.tx.needs_wakeup() {
+                return Ok(());
+            }
+            match self.kick_tx() {
+                None | Some(libc::EINTR) => {}
+                Some(libc::EAGAIN) | Some(libc::EBUSY) | Some(libc::ENOBUFS) => {
+                    self.reap_completions();
+                }
+                Some(e) => return Err(io::Error::from_raw_os_error(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands up to `max` received frames to `on_frame`, then releases their RX descriptors
+    /// and returns the frames to the pool (call [`Xsk::refill`] to lend them out again).
+    /// Returns how many frames there were.
+    pub fn receive(&mut self, max: usize, mut on_frame: impl FnMut(RxFrame<'_>)) -> usize {
+        let n = self.rx.available(max.min(RING_SIZE as usize) as u32);
+        for i in 0..n {
+            let desc = self.rx.read(i);
+            let base = Umem::frame_base(desc.addr);
+            let offset = (desc.addr - base) as usize;
+            if let Some(frame) = self.umem.frame_mut(desc.addr) {
+                let len = (desc.len as usize).min(frame.len().saturating_sub(offset));
+                let meta = RxMeta::read_before(frame, offset).filter(RxMeta::is_valid);
+                on_frame(RxFrame {
+                    data: &frame[offset..offset + len],
+                    meta,
+                });
+                self.pool.push(base);
+            }
+        }
+        self.rx.release(n);
+        if self.fill.needs_wakeup() {
+            // Best effort: a zero-timeout poll services the fill ring's wakeup.
+            let _ = self.wait(0);
+        }
+        n as usize
     }
 }
 
