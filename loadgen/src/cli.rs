@@ -115,6 +115,21 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = TransportKind::Auto)]
     pub transport: TransportKind,
 
+    /// `--transport xdp`: the interface the requests leave by and the replies arrive on (an
+    /// XDP program matching the target's UDP port as *source* port is attached to it).
+    #[arg(long, value_name = "IFACE")]
+    pub interface: Option<String>,
+
+    /// `--transport xdp`: how the XDP program is attached (auto = native, else generic).
+    #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
+    pub xdp_mode: XdpModeArg,
+
+    /// `--transport xdp`: the Ethernet destination (the target's or the gateway's MAC,
+    /// `aa:bb:cc:dd:ee:ff`); by default read from the kernel's neighbour table after one
+    /// ordinary UDP datagram to the target's discard port.
+    #[arg(long, value_name = "MAC")]
+    pub dst_mac: Option<String>,
+
     /// Do not pin threads to cores.
     #[arg(long)]
     pub no_pin: bool,
@@ -133,6 +148,45 @@ pub enum TransportKind {
     Mmsg,
     /// Portable std::net sockets, one datagram per call (any OS).
     Std,
+    /// AF_XDP (Linux): frames built here and sent through the TX ring of one socket on
+    /// `--interface`, replies taken by an XDP program (one thread, one queue).
+    Xdp,
+}
+
+/// How the generator's XDP program is attached (`--xdp-mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum XdpModeArg {
+    /// Native (driver) mode, else generic.
+    Auto,
+    /// Driver mode only.
+    Native,
+    /// Generic (skb) mode.
+    Generic,
+}
+
+/// What the AF_XDP transport needs beyond the common settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XdpSettings {
+    pub interface: String,
+    pub mode: XdpModeArg,
+    pub dst_mac: Option<[u8; 6]>,
+}
+
+/// `aa:bb:cc:dd:ee:ff` (also with `-`).
+pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    if parts.len() != 6 {
+        bail!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)");
+    }
+    let mut mac = [0u8; 6];
+    for (m, p) in mac.iter_mut().zip(parts) {
+        if p.len() != 2 {
+            bail!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)");
+        }
+        *m = u8::from_str_radix(p, 16)
+            .with_context(|| format!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"))?;
+    }
+    Ok(mac)
 }
 
 /// One server to measure.
@@ -226,6 +280,11 @@ impl SourceRange {
     pub fn is_ipv6(&self) -> bool {
         self.v6
     }
+
+    /// How many addresses the range holds (saturating).
+    pub fn count(&self) -> usize {
+        self.count.min(usize::MAX as u128) as usize
+    }
 }
 
 /// Settings shared by every run, checked and converted.
@@ -246,10 +305,14 @@ pub struct Settings {
     pub pin: bool,
     pub sources: Option<SourceRange>,
     pub progress: bool,
+    /// `--transport xdp` only.
+    pub xdp: Option<XdpSettings>,
 }
 
 /// Largest number of threads: the thread index travels in 4 bits of every transmit timestamp.
 pub const MAX_THREADS: usize = 16;
+/// Most clients of `--transport xdp`: each has its own source port, from 1024 up.
+pub const XDP_MAX_CLIENTS: usize = 32_768;
 
 impl Args {
     pub fn settings(&self) -> Result<Settings> {
@@ -315,6 +378,36 @@ impl Args {
                 }
             }
         }
+        let xdp = match (self.transport, &self.interface) {
+            (TransportKind::Xdp, None) => {
+                bail!("--transport xdp needs --interface IFACE (where the target is reached)")
+            }
+            (TransportKind::Xdp, Some(interface)) => {
+                if self.threads != 1 {
+                    bail!(
+                        "--transport xdp runs one thread (one AF_XDP socket on queue 0); \
+                         give --threads 1"
+                    );
+                }
+                if clients > XDP_MAX_CLIENTS {
+                    bail!("--transport xdp simulates at most {XDP_MAX_CLIENTS} clients");
+                }
+                let ports: Vec<u16> = targets.iter().map(|t| t.addr.port()).collect();
+                if ports.contains(&0) {
+                    bail!("--transport xdp needs targets with a port");
+                }
+                Some(XdpSettings {
+                    interface: interface.clone(),
+                    mode: self.xdp_mode,
+                    dst_mac: self.dst_mac.as_deref().map(parse_mac).transpose()?,
+                })
+            }
+            (_, Some(_)) => bail!("--interface applies to --transport xdp only"),
+            (_, None) if self.dst_mac.is_some() => {
+                bail!("--dst-mac applies to --transport xdp only")
+            }
+            (_, None) => None,
+        };
         Ok(Settings {
             targets,
             threads: self.threads,
@@ -331,6 +424,7 @@ impl Args {
             pin: !self.no_pin,
             sources,
             progress: !self.quiet,
+            xdp,
         })
     }
 }
@@ -375,5 +469,36 @@ mod tests {
         assert_eq!(s.version, 4);
         let a = Args::parse_from(["x", "--target", "127.0.0.1:123", "--threads", "17"]);
         assert!(a.settings().is_err());
+        assert!(s.xdp.is_none());
+    }
+
+    #[test]
+    fn xdp_options() {
+        let parse = |extra: &[&str]| {
+            let mut v = vec!["x", "--target", "10.0.0.1:123"];
+            v.extend_from_slice(extra);
+            Args::parse_from(v).settings()
+        };
+        assert!(parse(&["--transport", "xdp"]).is_err(), "needs --interface");
+        assert!(parse(&["--interface", "eth0"]).is_err(), "xdp only");
+        assert!(parse(&["--transport", "xdp", "--interface", "e", "--threads", "2"]).is_err());
+        let s = parse(&[
+            "--transport",
+            "xdp",
+            "--interface",
+            "veth0",
+            "--xdp-mode",
+            "generic",
+            "--dst-mac",
+            "02:00:0a:C9:00:01",
+        ])
+        .unwrap();
+        let x = s.xdp.unwrap();
+        assert_eq!(x.interface, "veth0");
+        assert_eq!(x.mode, XdpModeArg::Generic);
+        assert_eq!(x.dst_mac, Some([2, 0, 0x0a, 0xc9, 0, 1]));
+        assert!(parse_mac("02:00:0a:c9:00").is_err());
+        assert!(parse_mac("02:00:0a:c9:00:zz").is_err());
+        assert!(parse_mac("02:00:0a:c9:00:100").is_err());
     }
 }

@@ -44,7 +44,10 @@ struct Measured {
 
 fn main() {
     let args = Args::parse();
-    match real_main(&args) {
+    let result = real_main(&args);
+    // The AF_XDP transport's program detaches and its socket closes here.
+    transport::close_all();
+    match result {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),
         Err(e) => {

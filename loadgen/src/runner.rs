@@ -104,6 +104,7 @@ pub fn run(settings: &Settings, target: &Target, rate: f64) -> Result<Stats> {
         let count = settings.clients / threads + usize::from(t < settings.clients % threads);
         let tr = transport::open(
             settings.transport,
+            settings.xdp.as_ref(),
             target.addr,
             settings.sources.as_ref(),
             first,

@@ -1,6 +1,6 @@
-//! How packets leave and arrive, behind one trait so other data paths (AF_XDP: one UMEM, the
-//! client "sockets" becoming source address/port pairs written into frames) can be added
-//! without touching the pacing, matching or statistics.
+//! How packets leave and arrive, behind one trait, so the data paths (sockets with
+//! sendmmsg/recvmmsg, std sockets, AF_XDP — one UMEM, the client "sockets" becoming source
+//! address/port pairs written into frames) share the pacing, matching and statistics.
 //!
 //! A transport owns the clients of one thread. Client `i` of a transport always sends from the
 //! same source address and port, and its replies are delivered tagged with `i`.
@@ -16,8 +16,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 #[cfg(target_os = "linux")]
 pub mod mmsg;
 pub mod std_udp;
+#[cfg(target_os = "linux")]
+pub mod xdp;
 
-use crate::cli::{SourceRange, TransportKind};
+use crate::cli::{SourceRange, TransportKind, XdpSettings};
 
 /// A request on the wire.
 pub type Payload = [u8; HEADER_LEN];
@@ -105,15 +107,30 @@ pub fn open_sockets(
         .collect()
 }
 
-/// Builds the transport of one thread.
+/// Builds the transport of one thread (`xdp` is required for [`TransportKind::Xdp`]).
 pub fn open(
     kind: TransportKind,
+    xdp: Option<&XdpSettings>,
     target: SocketAddr,
     sources: Option<&SourceRange>,
     first: usize,
     count: usize,
     batch: usize,
 ) -> Result<Box<dyn Transport>> {
+    if kind == TransportKind::Xdp {
+        #[cfg(target_os = "linux")]
+        {
+            let xdp = xdp.context("--transport xdp needs --interface")?;
+            return Ok(Box::new(xdp::XdpTransport::new(
+                xdp, target, sources, first, count, batch,
+            )?));
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = xdp;
+            anyhow::bail!("the xdp transport needs Linux");
+        }
+    }
     let socks = open_sockets(target, sources, first, count)?;
     match kind {
         #[cfg(target_os = "linux")]
@@ -131,7 +148,14 @@ pub fn open(
             socks.into_iter().map(UdpSocket::from).collect(),
             batch,
         ))),
+        TransportKind::Xdp => unreachable!("handled above"),
     }
+}
+
+/// Releases what a transport keeps between runs (the AF_XDP socket and its program).
+pub fn close_all() {
+    #[cfg(target_os = "linux")]
+    xdp::close();
 }
 
 #[cfg(test)]
@@ -144,7 +168,7 @@ mod tests {
         let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
         echo.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let target = echo.local_addr().unwrap();
-        let mut t = open(kind, target, None, 0, 3, 8).unwrap();
+        let mut t = open(kind, None, target, None, 0, 3, 8).unwrap();
         assert_eq!(t.clients(), 3);
         let mut p = [0u8; HEADER_LEN];
         p[0] = 0x23;
@@ -199,6 +223,7 @@ mod tests {
         let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut t = open(
             TransportKind::Mmsg,
+            None,
             echo.local_addr().unwrap(),
             None,
             0,
