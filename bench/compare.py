@@ -14,7 +14,15 @@ Every server runs pinned to the same core (--server-core) and the load generator
              generator too, which is the same program for every server), each divided by the
              replies.
 
-The result is a markdown table with ratios against chronyd, printed and written to --out.
+The result is a markdown table with ratios against chronyd, printed and written to --out. Its
+header line names the generator's transport (--gen-transport: `mmsg`, sockets with
+sendmmsg/recvmmsg; or `xdp`, meridian-loadgen's AF_XDP path on the client veth `mbench-c0`,
+netns topology only). What limited each figure is marked: a sweep that stopped because the
+generator could not keep its schedule (`generator_limited`) is a lower bound for the server
+(‡), a sweep whose every step passed is bounded by --sweep-rates (≥); the closed-loop column
+gives how busy the server's and the generator's cores were (on a veth pair part of each side's
+softirq work runs on the *other* side's core: the sender's core runs the receiver's XDP/stack
+work), and † marks a closed-loop figure where the generator's core was the saturated one.
 
 Topologies: `netns` (two namespaces joined by veth, from scripts/netns.sh; needs root) or
 `loopback`. Traffic never leaves this machine; servers are stopped by PID; the namespaces are
@@ -22,7 +30,7 @@ removed at the end.
 
 usage: bench/compare.py [--topology netns|loopback] [--servers udp,io-uring,xdp,chronyd]
                         [--duration S] [--fixed-rate N] [--sweep-rates A,B,...]
-                        [--clients N] [--out FILE] [--no-build]
+                        [--clients N] [--gen-transport mmsg|xdp] [--out FILE] [--no-build]
 """
 
 import argparse
@@ -162,6 +170,8 @@ def measure(name, topo, opts, workdir):
     srv = ServerProc(name, topo, opts.server_core, port)
     try:
         common = ["--target", target, "--clients", str(opts.clients), "--timeout-ms", "200"]
+        if opts.gen_transport == "xdp":
+            common += ["--transport", "xdp", "--interface", f"{NS_NAME}-c0"]
         # 1. sweep
         d, _ = loadgen(topo, opts.gen_core, common + ["--sweep", "--sweep-rates", opts.sweep_rates,
                                                       "--duration", str(opts.duration), "--max-loss", "1"],
@@ -170,11 +180,18 @@ def measure(name, topo, opts, workdir):
         res["sweep_max"] = sw.get("max_sustained_rate")
         res["sweep_stop"] = sw.get("stop")
         res["sweep_steps"] = [(s["offered_rate"], s["valid_rate"], s["loss_fraction"]) for s in sw["steps"]]
-        # 2. closed loop
+        # 2. closed loop, with how busy the server's and the generator's cores were
+        busy0 = proc_stat_busy()
+        t0 = time.time()
         d, _ = loadgen(topo, opts.gen_core, common + ["--rate", "0", "--window", "16",
                                                       "--duration", str(opts.duration), "--max-loss", "1"],
                        os.path.join(workdir, f"{name}-closed.json"))
+        busy1 = proc_stat_busy()
+        span = (time.time() - t0) * os.sysconf("SC_CLK_TCK")
         res["closed_rate"] = d["runs"][0]["valid_rate"]
+        for key, core in (("closed_server_busy", opts.server_core), ("closed_gen_busy", opts.gen_core)):
+            c = f"cpu{core}"
+            res[key] = min((busy1[c] - busy0[c]) / span, 1.0) if span > 0 else None
         # 3. fixed rate with CPU accounting
         busy0 = proc_stat_busy()
         srv0 = srv.cpu()
@@ -216,20 +233,36 @@ def ratio(v, base, inverse=False):
     return f" ({r:.2f}×)"
 
 
+def pct(v):
+    return "–" if v is None else f"{v * 100:.0f} %"
+
+
+def closed_limited_by_generator(r):
+    """The generator's core was saturated and busier than the server's in closed loop."""
+    g, s = r.get("closed_gen_busy"), r.get("closed_server_busy")
+    return g is not None and s is not None and g >= 0.95 and g > s
+
+
 def table(results, opts, base_name):
     base = next((r for r in results if r["server"] == base_name), None)
     b = base or {}
     lines = [
-        f"| server | max rate < 0.1 % loss (req/s) | closed loop (replies/s) | server process CPU / reply (µs) | server core CPU / reply (µs) | machine CPU / reply (µs) | RTT p50 / p99 (µs) | residence p50 / p99 (µs) |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| server (load: meridian-loadgen --transport {opts.gen_transport}) | max rate < 0.1 % loss (req/s) | closed loop (replies/s) | closed loop: server core / generator core busy | server process CPU / reply (µs) | server core CPU / reply (µs) | machine CPU / reply (µs) | RTT p50 / p99 (µs) | residence p50 / p99 (µs) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         sweep = fmt(r.get("sweep_max"), 0)
         if r.get("sweep_max") is None:
             sweep = f"none ({r.get('sweep_stop')})"
+        elif r.get("sweep_stop") == "generator_limited":
+            sweep += " ‡"
+        elif r.get("sweep_stop") == "exhausted":
+            sweep = "≥ " + sweep
+        closed_mark = " †" if closed_limited_by_generator(r) else ""
         lines.append(
             f"| {r['server']} | {sweep}{ratio(r.get('sweep_max'), b.get('sweep_max'))} "
-            f"| {fmt(r['closed_rate'], 0)}{ratio(r['closed_rate'], b.get('closed_rate'))} "
+            f"| {fmt(r['closed_rate'], 0)}{closed_mark}{ratio(r['closed_rate'], b.get('closed_rate'))} "
+            f"| {pct(r.get('closed_server_busy'))} / {pct(r.get('closed_gen_busy'))} "
             f"| {fmt(r['server_cpu_us'], 2)}{ratio(r['server_cpu_us'], b.get('server_cpu_us'), inverse=True)} "
             f"| {fmt(r['core_cpu_us'], 2)}{ratio(r['core_cpu_us'], b.get('core_cpu_us'), inverse=True)} "
             f"| {fmt(r['machine_cpu_us'], 2)}{ratio(r['machine_cpu_us'], b.get('machine_cpu_us'), inverse=True)} "
@@ -238,7 +271,12 @@ def table(results, opts, base_name):
         )
     note = (
         f"Ratios in brackets are against {base_name} (rates: ours / theirs; CPU: theirs / ours, so "
-        f"above 1× is better for both)."
+        f"above 1× is better for both). Load generated by meridian-loadgen --transport "
+        f"{opts.gen_transport}. ‡ the sweep stopped because the generator could not keep its "
+        f"schedule (generator_limited): the figure is what the generator reached, a lower bound "
+        f"for the server. ≥ every sweep step passed: bounded by --sweep-rates. † closed loop "
+        f"with the generator's core saturated (≥ 95 % and busier than the server's): limited by "
+        f"the generator. Otherwise a sweep figure is limited by the server (loss)."
     )
     return "\n".join(lines) + "\n\n" + note + "\n"
 
@@ -263,6 +301,8 @@ def main():
     ap.add_argument("--fixed-rate", type=int, default=50000)
     ap.add_argument("--sweep-rates", default="25000,50000,75000,100000,150000,200000,300000,400000")
     ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--gen-transport", choices=["mmsg", "xdp"], default="mmsg",
+                    help="the load generator's transport (xdp: AF_XDP on mbench-c0, netns only)")
     ap.add_argument("--server-core", type=int, default=0)
     ap.add_argument("--gen-core", type=int, default=1)
     ap.add_argument("--baseline", default="chronyd")
@@ -276,6 +316,8 @@ def main():
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "meridian", "-p", "meridian-loadgen"],
                        cwd=ROOT, check=True)
     servers = [s for s in opts.servers.split(",") if s]
+    if opts.gen_transport == "xdp" and opts.topology != "netns":
+        sys.exit("--gen-transport xdp needs the netns topology (an interface to attach to)")
     if "xdp" in servers and opts.topology != "netns":
         log("xdp needs the netns topology (an interface to attach to): leaving it out")
         servers.remove("xdp")
@@ -300,7 +342,8 @@ def main():
     out = [
         f"Command: `{cmd.strip()}`  ",
         f"Topology: {opts.topology}; servers pinned to core {opts.server_core}, generator to core {opts.gen_core}; "
-        f"{opts.clients} client sockets; {opts.duration:g} s per step; fixed rate {opts.fixed_rate:,} req/s.  ",
+        f"{opts.clients} clients; {opts.duration:g} s per step; fixed rate {opts.fixed_rate:,} req/s; "
+        f"load generator transport: {opts.gen_transport}.  ",
         f"Machine: {machine()}  ",
         f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "",
@@ -310,7 +353,9 @@ def main():
     ]
     for r in results:
         steps = ", ".join(f"{o:,.0f}→{v:,.0f} ({l*100:.2f}%)" for o, v, l in r["sweep_steps"])
-        out.append(f"- {r['server']}: {steps}; stopped: {r['sweep_stop']}")
+        limited = {"generator_limited": " (limited by the generator)", "loss": " (limited by the server)",
+                   "exhausted": " (every step passed)"}.get(r["sweep_stop"], "")
+        out.append(f"- {r['server']}: {steps}; stopped: {r['sweep_stop']}{limited}")
     text = "\n".join(out) + "\n"
     print(text)
     if opts.out:
