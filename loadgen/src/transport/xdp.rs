@@ -20,6 +20,10 @@
 //! * **Replies** are checked by the server's own frame parser (`io::xdp::frame::parse`: IP
 //!   header and UDP checksums, lengths) and must come from the target; their NTP payload goes
 //!   to the generator's usual validation unchanged.
+//! * **The generator's own drops** — replies the kernel could not put on this socket (RX ring
+//!   full, fill ring empty: `XDP_STATISTICS` rx_dropped + rx_ring_full, read every 20 ms) —
+//!   are reported as receive errors, so a loss the generator caused is told apart from one
+//!   the server (or the link) caused.
 //! * **Lifetime**: the socket and the attached program are kept between the runs of one process
 //!   (a sweep's steps would otherwise wait ~1–2 s each for the kernel to release the queue) and
 //!   dropped by [`close`] at exit — the program detaches, the socket closes (the kernel does the
@@ -54,6 +58,8 @@ const PORT_SPAN: usize = 65_536 - PORT_BASE as usize;
 const TX_RESERVE: usize = 1024;
 /// How often the TAI − realtime offset is re-read.
 const TAI_REFRESH: Duration = Duration::from_secs(1);
+/// How often the socket's drop counters are read.
+const STATS_EVERY: Duration = Duration::from_millis(20);
 /// How long the neighbour entry of the target is waited for.
 const NEIGH_WAIT: Duration = Duration::from_secs(3);
 
@@ -92,6 +98,15 @@ pub struct XdpTransport {
     batch: usize,
     tai_offset_ns: i64,
     tai_read: Instant,
+    /// Replies the kernel dropped on this socket so far, and when that was read.
+    dropped: u64,
+    dropped_read: Instant,
+}
+
+/// Replies the kernel dropped on the generator's socket (RX ring full, no fill frame).
+fn socket_drops(xsk: &meridian::io::xdp::Xsk) -> u64 {
+    xsk.statistics()
+        .map_or(0, |st| st.rx_dropped + st.rx_ring_full)
 }
 
 impl Drop for XdpTransport {
@@ -274,7 +289,10 @@ impl XdpTransport {
         // Whatever is still queued from an earlier run is not ours any more.
         while xsk.receive(4096, |_| {}) > 0 {}
         xsk.refill(TX_RESERVE);
+        let dropped = socket_drops(xsk);
         Ok(XdpTransport {
+            dropped,
+            dropped_read: Instant::now(),
             kept: Some(kept),
             target,
             specs,
@@ -323,6 +341,13 @@ impl Transport for XdpTransport {
             self.tai_read = Instant::now();
         }
         let mut out = RecvOutcome::default();
+        if self.dropped_read.elapsed() >= STATS_EVERY {
+            let xsk = &self.kept.as_ref().expect("open until dropped").binding.xsk;
+            let now = socket_drops(xsk);
+            out.errors += now.saturating_sub(self.dropped);
+            self.dropped = now;
+            self.dropped_read = Instant::now();
+        }
         for round in 0..2 {
             let user_now = realtime().0;
             let tai_offset = self.tai_offset_ns;
