@@ -72,6 +72,13 @@ def proc_stat_busy():
     return busy
 
 
+def proc_stat_steal_total():
+    """Steal and total jiffies of the whole machine (steal: time the hypervisor gave away)."""
+    with open("/proc/stat") as f:
+        vals = [int(x) for x in f.readline().split()[1:]]
+    return vals[7] if len(vals) > 7 else 0, sum(vals[:8])
+
+
 def proc_cpu(pid):
     """utime + stime of a process (all its threads), in jiffies."""
     with open(f"/proc/{pid}/stat") as f:
@@ -351,6 +358,7 @@ def main():
     workdir = tempfile.mkdtemp(prefix="mbench-out-")
     topo = Topology(opts.topology)
     results = []
+    steal0 = proc_stat_steal_total()
     try:
         for name in servers:
             log(f"== {name}")
@@ -360,13 +368,17 @@ def main():
                 log(f"   {name} failed: {e}")
     finally:
         topo.close()
+    steal1 = proc_stat_steal_total()
+    total = steal1[1] - steal0[1]
+    steal = (steal1[0] - steal0[0]) / total * 100 if total > 0 else 0.0
 
     cmd = "bench/compare.py " + " ".join(sys.argv[1:])
     out = [
         f"Command: `{cmd.strip()}`  ",
         f"Topology: {opts.topology}; servers pinned to core {opts.server_core}, generator to core {opts.gen_core}; "
         f"{opts.clients} clients; {opts.duration:g} s per step; fixed rate {opts.fixed_rate:,} req/s; "
-        f"load generator transport: {opts.gen_transport}.  ",
+        f"load generator transport: {opts.gen_transport}; CPU stolen by the hypervisor during the run: "
+        f"{steal:.1f} %.  ",
         f"Machine: {machine()}  ",
         f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "",

@@ -14,6 +14,10 @@
 //!   target's entry in the kernel's neighbour table (`/proc/net/arp`, `ip -6 neigh`), filled
 //!   by sending one ordinary UDP datagram to the target's discard port (9) first. The target
 //!   must be on the link (no gateway lookup).
+//! * **Batching**: `send` only queues frames on the TX ring; one `sendto` kick sends everything
+//!   queued when the runner next looks for replies (each loop iteration), or as soon as a
+//!   batch's worth is waiting — so a closed loop answering many replies at once sends with one
+//!   system call, not one per request.
 //! * **Receive timestamps**: the program's `bpf_ktime_get_tai_ns()` stamp in front of each
 //!   frame, converted to realtime with `meridian::sys::clock::tai_offset_ns()` (re-read every
 //!   second); a frame without one gets a user-space realtime read per batch.
@@ -128,35 +132,45 @@ fn interface_mac(ifname: &str) -> Result<[u8; 6]> {
 fn neighbour(ifname: &str, ip: IpAddr) -> Option<[u8; 6]> {
     match ip {
         IpAddr::V4(a) => {
-            // IP address  HW type  Flags  HW address  Mask  Device
             let table = fs::read_to_string("/proc/net/arp").ok()?;
-            table.lines().skip(1).find_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                let complete = f
-                    .get(2)
-                    .and_then(|x| u32::from_str_radix(x.trim_start_matches("0x"), 16).ok())
-                    .is_some_and(|flags| flags & 0x2 != 0);
-                (f.len() >= 6 && f[0] == a.to_string() && f[5] == ifname && complete)
-                    .then(|| crate::cli::parse_mac(f[3]).ok())
-                    .flatten()
-            })
+            arp_entry(&table, ifname, &a.to_string())
         }
         IpAddr::V6(a) => {
             let out = Command::new("ip")
                 .args(["-6", "neigh", "show", "to", &a.to_string(), "dev", ifname])
                 .output()
                 .ok()?;
-            let text = String::from_utf8_lossy(&out.stdout);
-            text.lines().find_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                let at = f.iter().position(|w| *w == "lladdr")?;
-                let bad = f.iter().any(|w| matches!(*w, "FAILED" | "INCOMPLETE"));
-                (!bad)
-                    .then(|| f.get(at + 1).and_then(|m| crate::cli::parse_mac(m).ok()))
-                    .flatten()
-            })
+            ip_neigh_entry(&String::from_utf8_lossy(&out.stdout))
         }
     }
+}
+
+/// The complete (flag 0x2) entry for `ip` on `ifname` in /proc/net/arp's text
+/// (`IP address  HW type  Flags  HW address  Mask  Device`).
+fn arp_entry(table: &str, ifname: &str, ip: &str) -> Option<[u8; 6]> {
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let complete = f
+            .get(2)
+            .and_then(|x| u32::from_str_radix(x.trim_start_matches("0x"), 16).ok())
+            .is_some_and(|flags| flags & 0x2 != 0);
+        (f.len() >= 6 && f[0] == ip && f[5] == ifname && complete)
+            .then(|| crate::cli::parse_mac(f[3]).ok())
+            .flatten()
+    })
+}
+
+/// The link-layer address in `ip -6 neigh show to ADDR dev IFACE` output, unless the entry
+/// failed or is incomplete.
+fn ip_neigh_entry(text: &str) -> Option<[u8; 6]> {
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let at = f.iter().position(|w| *w == "lladdr")?;
+        let bad = f.iter().any(|w| matches!(*w, "FAILED" | "INCOMPLETE"));
+        (!bad)
+            .then(|| f.get(at + 1).and_then(|m| crate::cli::parse_mac(m).ok()))
+            .flatten()
+    })
 }
 
 /// Resolves the target's MAC: the neighbour table, after one UDP datagram to its discard port
@@ -286,8 +300,13 @@ impl XdpTransport {
             }
         };
         let xsk = &mut kept.binding.xsk;
-        // Whatever is still queued from an earlier run is not ours any more.
-        while xsk.receive(4096, |_| {}) > 0 {}
+        // Whatever is still queued from an earlier run is not ours any more (bounded: replies
+        // may still be arriving).
+        for _ in 0..4 {
+            if xsk.receive(4096, |_| {}) == 0 {
+                break;
+            }
+        }
         xsk.refill(TX_RESERVE);
         let dropped = socket_drops(xsk);
         Ok(XdpTransport {
@@ -325,9 +344,19 @@ impl Transport for XdpTransport {
     fn send(&mut self, client: usize, payloads: &[Payload]) -> io::Result<usize> {
         let spec = self.specs[client];
         let xsk = &mut self.kept.as_mut().expect("open until dropped").binding.xsk;
-        xsk.transmit(payloads.len().min(self.batch), |i, buf| {
+        let queued = xsk.queue_tx(payloads.len().min(self.batch), |i, buf| {
             build_udp(buf, &spec, &payloads[i])
-        })
+        });
+        if queued < payloads.len().min(self.batch) || xsk.tx_pending() as usize >= self.batch {
+            // Ring or frames ran short, or a batch is waiting: send now.
+            xsk.flush_tx()?;
+            if queued == 0 {
+                return Ok(xsk.queue_tx(payloads.len().min(self.batch), |i, buf| {
+                    build_udp(buf, &spec, &payloads[i])
+                }));
+            }
+        }
+        Ok(queued)
     }
 
     fn recv(
@@ -348,6 +377,13 @@ impl Transport for XdpTransport {
             self.dropped = now;
             self.dropped_read = Instant::now();
         }
+        // What `send` queued leaves now, before the replies are read or waited for.
+        self.kept
+            .as_mut()
+            .expect("open until dropped")
+            .binding
+            .xsk
+            .flush_tx()?;
         for round in 0..2 {
             let user_now = realtime().0;
             let tai_offset = self.tai_offset_ns;
@@ -384,8 +420,6 @@ impl Transport for XdpTransport {
             });
             out.errors += errors;
             xsk.refill(TX_RESERVE);
-            // Frames a kick left on the TX ring (copy mode) go now.
-            xsk.flush_tx()?;
             if n > 0 || round == 1 || timeout.is_zero() {
                 break;
             }
@@ -422,8 +456,31 @@ mod tests {
     }
 
     #[test]
-    fn proc_net_arp_lines_parse() {
-        // Only the lookup's parsing is exercised here (lo has no ARP entries).
+    fn neighbour_tables_parse() {
+        let arp =
+            "IP address       HW type     Flags       HW address            Mask     Device\n\
+                   10.201.0.1       0x1         0x2         3a:cf:0a:14:36:5d     *        m-c0\n\
+                   10.201.0.9       0x1         0x0         00:00:00:00:00:00     *        m-c0\n\
+                   10.201.0.1       0x1         0x2         02:00:00:00:00:07     *        eth1\n";
+        let mac = [0x3a, 0xcf, 0x0a, 0x14, 0x36, 0x5d];
+        assert_eq!(arp_entry(arp, "m-c0", "10.201.0.1"), Some(mac));
+        assert_eq!(
+            arp_entry(arp, "eth1", "10.201.0.1"),
+            Some([2, 0, 0, 0, 0, 7])
+        );
+        assert_eq!(arp_entry(arp, "m-c0", "10.201.0.9"), None, "incomplete");
+        assert_eq!(arp_entry(arp, "m-c0", "10.201.0.10"), None, "absent");
+        assert_eq!(
+            ip_neigh_entry("fd00:201::1 lladdr 3a:cf:0a:14:36:5d REACHABLE\n"),
+            Some(mac)
+        );
+        assert_eq!(
+            ip_neigh_entry("fd00:201::1 lladdr 3a:cf:0a:14:36:5d router STALE\n"),
+            Some(mac)
+        );
+        assert_eq!(ip_neigh_entry("fd00:201::1 FAILED\n"), None);
+        assert_eq!(ip_neigh_entry("fd00:201::1  INCOMPLETE\n"), None);
+        assert_eq!(ip_neigh_entry(""), None);
         assert!(neighbour("no-such-if0", "10.0.0.1".parse().unwrap()).is_none());
     }
 }

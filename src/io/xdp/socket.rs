@@ -10,9 +10,11 @@
 //! safe methods only ever touch the bytes of pool frames or of frames just taken off the RX
 //! ring, so a caller cannot race the kernel:
 //!
-//! * [`Xsk::transmit`] takes up to `max` pool frames, lets a closure write each frame's bytes
-//!   (at [`TX_OFFSET`] in the frame) and return its length, queues the frames on the TX ring
-//!   and kicks the kernel (`sendto`, repeated while copy mode leaves descriptors behind);
+//! * [`Xsk::queue_tx`] takes up to `max` pool frames, lets a closure write each frame's bytes
+//!   (at [`TX_OFFSET`] in the frame) and return its length, and publishes the frames on the TX
+//!   ring; [`Xsk::flush_tx`] kicks the kernel (`sendto`, repeated while copy mode leaves
+//!   descriptors behind), so several batches can leave with one system call;
+//!   [`Xsk::transmit`] does both;
 //! * [`Xsk::reap_completions`] moves transmitted frames back to the pool (`transmit` does it
 //!   first itself);
 //! * [`Xsk::refill`] lends pool frames to the fill ring (keeping some back for transmitting);
@@ -442,17 +444,30 @@ impl Xsk {
         n
     }
 
-    /// Transmits up to `max` frames: reaps completions, then for each pool frame (while the
-    /// TX ring has room) calls `write(i, buf)` with the frame's `MAX_TX_LEN` writable bytes;
-    /// `write` returns the frame's length, or `None` to stop (that frame stays in the pool).
-    /// The frames are published on the TX ring and the kernel is kicked. Returns how many
-    /// frames were queued (fewer than `max` when frames or ring slots ran out), or the
-    /// kick's error (the frames stay queued and go with the next kick).
+    /// [`Xsk::queue_tx`], then [`Xsk::flush_tx`]. Returns how many frames were queued, or
+    /// the kick's error (the frames stay queued and go with the next kick).
     pub fn transmit(
         &mut self,
         max: usize,
-        mut write: impl FnMut(usize, &mut [u8]) -> Option<usize>,
+        write: impl FnMut(usize, &mut [u8]) -> Option<usize>,
     ) -> io::Result<usize> {
+        let queued = self.queue_tx(max, write);
+        self.flush_tx()?;
+        Ok(queued)
+    }
+
+    /// Queues up to `max` frames for transmission without kicking the kernel: reaps
+    /// completions, then for each pool frame (while the TX ring has room) calls `write(i, buf)`
+    /// with the frame's `MAX_TX_LEN` writable bytes; `write` returns the frame's length, or
+    /// `None` to stop (that frame stays in the pool). The frames are published on the TX ring;
+    /// they leave at the next [`Xsk::flush_tx`] (or, with a zero-copy driver that needs no
+    /// wakeup, right away). Returns how many were queued (fewer than `max` when frames or ring
+    /// slots ran out).
+    pub fn queue_tx(
+        &mut self,
+        max: usize,
+        mut write: impl FnMut(usize, &mut [u8]) -> Option<usize>,
+    ) -> usize {
         self.reap_completions();
         let want = max.min(self.pool.len()).min(RING_SIZE as usize) as u32;
         let room = self.tx.free(want);
@@ -479,8 +494,12 @@ impl Xsk {
             queued += 1;
         }
         self.tx.submit(queued);
-        self.flush_tx()?;
-        Ok(queued as usize)
+        queued as usize
+    }
+
+    /// Frames published on the TX ring that the kernel has not taken yet.
+    pub fn tx_pending(&mut self) -> u32 {
+        self.tx.unconsumed()
     }
 
     /// Kicks the kernel until the TX ring is drained (or it needs no wakeup), reaping
