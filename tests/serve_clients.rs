@@ -9,7 +9,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{backends, counter, ipv6_available, run_bounded, run_meridian, Server, ServerOpts};
+use common::{
+    backends, chrony_offset, chronyd_query, counter, ipv6_available, run_bounded, run_meridian,
+    Server, ServerOpts, CHRONYD,
+};
 
 /// Offsets and delays on loopback are microseconds; this bound only catches real errors
 /// (wrong epoch, wrong field, swapped timestamps).
@@ -301,17 +304,6 @@ fn ntplib_ipv6() {
 // ---------------------------------------------------------------------------------------------
 // chronyd as a one-shot client
 
-const CHRONYD: &str = "/usr/sbin/chronyd";
-
-/// Parses "System clock wrong by -0.000004 seconds (ignored)" from chronyd -Q.
-fn chrony_offset(text: &str) -> Option<f64> {
-    let line = text
-        .lines()
-        .find(|l| l.contains("System clock wrong by "))?;
-    let rest = line.split("System clock wrong by ").nth(1)?;
-    rest.split_whitespace().next()?.parse().ok()
-}
-
 fn chronyd(family: Family) {
     if !Path::new(CHRONYD).exists() {
         skip!("{CHRONYD} is missing (apt-get install chrony)");
@@ -325,24 +317,7 @@ fn chronyd(family: Family) {
     for backend in backends() {
         let server = Server::must_start(&opts(backend, family));
         let addr = server.addr();
-        let source = format!(
-            "server {} port {} iburst maxsamples 4",
-            addr.ip(),
-            addr.port()
-        );
-        // Own pid file per run so parallel runs (and a system chronyd) do not collide.
-        let pid_path = std::env::temp_dir().join(format!(
-            "meridian-itest-chronyd-{}-{}.pid",
-            std::process::id(),
-            addr.port()
-        ));
-        let pidfile = format!("pidfile {}", pid_path.display());
-        let out = run_bounded(
-            Command::new(CHRONYD).args(["-Q", "-t", "10", &source, &pidfile]),
-            Duration::from_secs(20),
-        )
-        .expect("running chronyd");
-        let _ = std::fs::remove_file(&pid_path);
+        let out = chronyd_query(addr);
         let text = format!("{}\n{}", out.stdout, out.stderr);
         let offset = chrony_offset(&text)
             .unwrap_or_else(|| panic!("chronyd printed no offset: {}", out.all()));
