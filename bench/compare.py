@@ -392,7 +392,10 @@ def main():
                    "exhausted": " (every step passed)"}.get(r["sweep_stop"], "")
         if r["sweep_stop"] == "loss":
             lost, gen = r.get("sweep_last_lost", 0), r.get("sweep_last_gen_drops", 0)
-            if gen and gen * 2 >= lost:
+            if opts.gen_transport != "xdp":
+                # Socket transports do not see their own socket's drops.
+                limited = f" (limited by the server or the link, or the generator's socket buffer: {lost:,} lost)"
+            elif gen and gen * 2 >= lost:
                 limited = f" (limited by the generator: its socket dropped {gen:,} of {lost:,} lost replies)"
             else:
                 limited = (f" (limited by the server or the link: {lost:,} lost, "
