@@ -284,7 +284,8 @@ def table(results, opts, base_name):
         if r.get("sweep_max") is None:
             sweep = f"none ({r.get('sweep_stop')})"
         elif r.get("sweep_stop") == "generator_limited" or (
-                r.get("sweep_stop") == "loss" and r.get("sweep_last_gen_drops", 0) * 2 >= max(r.get("sweep_last_lost", 0), 1)):
+                opts.gen_transport == "xdp" and r.get("sweep_stop") == "loss"
+                and r.get("sweep_last_gen_drops", 0) * 2 >= max(r.get("sweep_last_lost", 0), 1)):
             sweep += " ‡"
         elif r.get("sweep_stop") == "exhausted":
             sweep = "≥ " + sweep
