@@ -10,9 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use meridian_bpf::{
-    ifindex, Error, ProgramConfig, RxMeta, TimestampMode, XdpMode, XdpProgram, XskMap,
-};
+use meridian_bpf::{ifindex, RxMeta, XdpMode, XskMap};
 
 const RING: u32 = 16;
 const CHUNK: u32 = 2048;
@@ -221,37 +219,17 @@ fn afxdp_receives(test: &str, tag: &str, hardware: bool) {
     if skip_without_bpf(test) {
         return;
     }
-    let Some(server_ns) = Netns::create(test, &format!("{tag}s")) else {
+    let Some((server_ns, client_ns)) = veth_pair(test, tag, "10.201.0", "fd00:6d63") else {
         return;
     };
-    let Some(client_ns) = Netns::create(test, &format!("{tag}c")) else {
-        return;
-    };
-    server_ns.ip(&["link", "add", "va", "type", "veth", "peer", "name", "vb"]);
-    server_ns.ip(&["link", "set", "vb", "netns", &client_ns.name]);
-    server_ns.ip(&["addr", "add", "10.201.0.1/24", "dev", "va"]);
-    server_ns.ip(&["addr", "add", "fd00:6d63::1/64", "dev", "va", "nodad"]);
-    client_ns.ip(&["addr", "add", "10.201.0.2/24", "dev", "vb"]);
-    client_ns.ip(&["addr", "add", "fd00:6d63::2/64", "dev", "vb", "nodad"]);
-    server_ns.ip(&["link", "set", "va", "up"]);
-    client_ns.ip(&["link", "set", "vb", "up"]);
     let (sname, cname) = (server_ns.name.clone(), client_ns.name.clone());
     let test = test.to_string();
     on_own_thread(move || {
         enter_netns(&sname);
         let ifx = ifindex("va").unwrap();
         let map = XskMap::create(1).unwrap();
-        let mut cfg = ProgramConfig::new(&[12300]);
-        if hardware {
-            cfg.timestamp = TimestampMode::Hardware { ifindex: ifx };
-        }
-        let prog = match XdpProgram::load(&cfg, &map) {
-            Ok(p) => p,
-            Err(Error::KfuncMissing(k)) => {
-                eprintln!("SKIP {test}: kernel has no {k}");
-                return;
-            }
-            Err(e) => panic!("{e}"),
+        let Some(prog) = load_test_program(&test, &map, ifx, hardware) else {
+            return;
         };
         let _link = prog.attach(ifx, XdpMode::Native).unwrap();
         let xsk = XskRx::bind(ifx, 0);

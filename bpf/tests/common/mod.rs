@@ -177,6 +177,60 @@ impl Netns {
     }
 }
 
+/// Two namespaces joined by a veth pair: `va` in the first ("server", `{net4}.1/24`,
+/// `{net6}::1/64`) and `vb` in the second ("client", `.2`, `::2`), both up. `None`, after
+/// printing why, when namespaces cannot be made here.
+pub fn veth_pair(test: &str, tag: &str, net4: &str, net6: &str) -> Option<(Netns, Netns)> {
+    let server = Netns::create(test, &format!("{tag}s"))?;
+    let client = Netns::create(test, &format!("{tag}c"))?;
+    server.ip(&["link", "add", "va", "type", "veth", "peer", "name", "vb"]);
+    server.ip(&["link", "set", "vb", "netns", &client.name]);
+    server.ip(&["addr", "add", &format!("{net4}.1/24"), "dev", "va"]);
+    server.ip(&[
+        "addr",
+        "add",
+        &format!("{net6}::1/64"),
+        "dev",
+        "va",
+        "nodad",
+    ]);
+    client.ip(&["addr", "add", &format!("{net4}.2/24"), "dev", "vb"]);
+    client.ip(&[
+        "addr",
+        "add",
+        &format!("{net6}::2/64"),
+        "dev",
+        "vb",
+        "nodad",
+    ]);
+    server.ip(&["link", "set", "va", "up"]);
+    client.ip(&["link", "set", "vb", "up"]);
+    Some((server, client))
+}
+
+/// Loads the program serving UDP port 12300 into `map`'s socket map, the hardware-timestamp
+/// variant bound to `ifindex` when asked. `None`, after printing why, when the kernel lacks the
+/// RX-metadata kfunc.
+pub fn load_test_program(
+    test: &str,
+    map: &meridian_bpf::XskMap,
+    ifindex: u32,
+    hardware: bool,
+) -> Option<meridian_bpf::XdpProgram> {
+    let mut cfg = meridian_bpf::ProgramConfig::new(&[12300]);
+    if hardware {
+        cfg.timestamp = meridian_bpf::TimestampMode::Hardware { ifindex };
+    }
+    match meridian_bpf::XdpProgram::load(&cfg, map) {
+        Ok(p) => Some(p),
+        Err(meridian_bpf::Error::KfuncMissing(k)) => {
+            eprintln!("SKIP {test}: kernel has no {k}");
+            None
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
 /// Runs `ip -n <ns> <args>` and returns stdout; panics on failure.
 pub fn ip_in(ns: &str, args: &[&str]) -> String {
     let o = std::process::Command::new("ip")
