@@ -13,7 +13,9 @@ use crate::sys::realtime;
 
 /// Control buffer per datagram: room for one SCM_TIMESTAMPNS (a timespec) and some slack,
 /// aligned for `cmsghdr`.
-type Ctrl = [u64; 16];
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct Ctrl([u8; 128]);
 
 pub struct MmsgTransport {
     socks: Vec<Socket>,
@@ -74,7 +76,7 @@ impl MmsgTransport {
             epfd,
             batch,
             bufs: vec![[0u8; RECV_BUF]; batch],
-            ctrl: vec![[0u64; 16]; batch],
+            ctrl: vec![Ctrl([0; 128]); batch],
             iovs: Vec::with_capacity(batch),
             hdrs: Vec::with_capacity(batch),
             pwait2: true,
@@ -145,7 +147,7 @@ impl MmsgTransport {
             let mut h = zeroed_mmsghdr();
             h.msg_hdr.msg_iov = &mut self.iovs[i];
             h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = self.ctrl[i].as_mut_ptr().cast();
+            h.msg_hdr.msg_control = self.ctrl[i].0.as_mut_ptr().cast();
             h.msg_hdr.msg_controllen = std::mem::size_of::<Ctrl>() as _;
             self.hdrs.push(h);
         }
@@ -173,7 +175,11 @@ impl MmsgTransport {
         for i in 0..r as usize {
             let h = &self.hdrs[i];
             let len = (h.msg_len as usize).min(RECV_BUF);
-            let stamp = kernel_stamp(&h.msg_hdr);
+            // The kernel's receive stamp, read by the server's own control-message parser.
+            let ctrl_len = h.msg_hdr.msg_controllen.min(std::mem::size_of::<Ctrl>());
+            let stamp = meridian::io::cmsg::parse(&self.ctrl[i].0[..ctrl_len])
+                .software
+                .map(|t| t.0);
             let meta = RecvMeta {
                 client: client as u32,
                 rx_ns: stamp.unwrap_or(user_now),
@@ -202,34 +208,6 @@ fn set_timestampns(fd: RawFd) -> io::Result<()> {
     } else {
         Ok(())
     }
-}
-
-/// The SCM_TIMESTAMPNS receive time of a datagram, if the kernel attached one.
-fn kernel_stamp(hdr: &libc::msghdr) -> Option<i64> {
-    // SAFETY: `hdr` was filled by recvmmsg: msg_control/msg_controllen describe our control
-    // buffer and the cmsgs the kernel wrote into it; CMSG_FIRSTHDR/NXTHDR stay within it.
-    let mut c = unsafe { libc::CMSG_FIRSTHDR(hdr) };
-    while !c.is_null() {
-        // SAFETY: `c` is non-null and points at a cmsghdr inside the control buffer.
-        let (level, ty, len) = unsafe { ((*c).cmsg_level, (*c).cmsg_type, (*c).cmsg_len) };
-        if level == libc::SOL_SOCKET && ty == libc::SCM_TIMESTAMPNS {
-            // SAFETY: CMSG_LEN of a timespec payload is a constant computation.
-            let need = unsafe { libc::CMSG_LEN(std::mem::size_of::<libc::timespec>() as u32) };
-            // cmsg_len is size_t on glibc but u32 on musl.
-            #[allow(clippy::unnecessary_cast)]
-            let long_enough = len as usize >= need as usize;
-            if long_enough {
-                // SAFETY: the cmsg is long enough for a timespec (checked above); the data
-                // may be unaligned, hence read_unaligned.
-                let ts: libc::timespec =
-                    unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(c).cast()) };
-                return Some(ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64);
-            }
-        }
-        // SAFETY: `hdr` and `c` are as above; NXTHDR returns null past the end.
-        c = unsafe { libc::CMSG_NXTHDR(hdr, c) };
-    }
-    None
 }
 
 impl Transport for MmsgTransport {
