@@ -1,5 +1,6 @@
-//! Several workers share one port (SO_REUSEPORT): a burst from many source ports is answered
-//! almost entirely, and both workers take part.
+//! Several workers share one port (SO_REUSEPORT, steered by the client's source address): a
+//! burst from many clients is answered almost entirely and both workers take part, and each
+//! client address is always served by one worker, whatever its source port.
 
 mod common;
 
@@ -12,6 +13,9 @@ use std::time::{Duration, Instant};
 use common::{backends, counter, parse_reply, request, Server, ServerOpts};
 
 const SOCKETS: usize = 200;
+/// The burst's sockets are spread over this many loopback source addresses (127.0.0.1..=N):
+/// workers are chosen by source address, so one address would reach one worker only.
+const SOURCE_ADDRESSES: u8 = 8;
 const PER_SOCKET: usize = 50;
 const TOTAL: usize = SOCKETS * PER_SOCKET;
 /// Requests in flight at most (keeps the burst within the kernel's socket buffers).
@@ -41,8 +45,9 @@ fn burst(server: &Server) -> BurstResult {
     let target = server.addr();
     let socks: Arc<Vec<UdpSocket>> = Arc::new(
         (0..SOCKETS)
-            .map(|_| {
-                let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+            .map(|i| {
+                let src = Ipv4Addr::new(127, 0, 0, 1 + (i % SOURCE_ADDRESSES as usize) as u8);
+                let s = UdpSocket::bind((src, 0)).expect("bind");
                 s.connect(target).expect("connect");
                 s.set_nonblocking(true).expect("nonblocking");
                 s
@@ -197,4 +202,49 @@ fn burst_from_many_ports_is_answered_by_both_workers() {
         "took {:?}",
         test_start.elapsed()
     );
+}
+
+#[test]
+fn each_client_address_is_served_by_one_worker() {
+    const PORTS: usize = 20;
+    for backend in backends() {
+        let server = Server::must_start(&ServerOpts::new(backend).workers(2));
+        let target = server.addr4();
+        let answered = |r: &serde_json::Value| -> Vec<u64> {
+            let workers = r["workers"].as_array().expect("workers array");
+            workers.iter().map(|w| counter(w, &["answered"])).collect()
+        };
+        let mut before = answered(&server.report_now());
+        let mut used = [false; 2];
+        for last in 1..=SOURCE_ADDRESSES {
+            let src = Ipv4Addr::new(127, 0, 0, last);
+            // One request from each of PORTS source ports of this address.
+            for _ in 0..PORTS {
+                let s = UdpSocket::bind((src, 0)).expect("bind");
+                s.connect(target).expect("connect");
+                s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+                s.send(&request(4, 3, 1)).unwrap();
+                let mut buf = [0u8; 128];
+                let n = s.recv(&mut buf).expect("an answer");
+                assert_eq!(parse_reply(&buf[..n]).mode, 4);
+            }
+            let after = answered(&server.report_now());
+            let delta: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+            eprintln!("{backend}: {src} from {PORTS} ports -> per-worker answers {delta:?}");
+            let serving: Vec<usize> = (0..delta.len()).filter(|&w| delta[w] > 0).collect();
+            assert_eq!(
+                serving.len(),
+                1,
+                "{backend}: {src} was answered by several workers: {delta:?}"
+            );
+            assert_eq!(delta[serving[0]], PORTS as u64, "{backend}: {delta:?}");
+            used[serving[0]] = true;
+            before = after;
+        }
+        assert!(
+            used.iter().all(|u| *u),
+            "{backend}: {SOURCE_ADDRESSES} addresses all went to one worker"
+        );
+        server.stop();
+    }
 }
