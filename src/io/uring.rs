@@ -403,7 +403,7 @@ impl UringLoop {
         }
         let Some(slot_id) = self.free.last().copied() else {
             // Every send slot is in flight: count it like a failed send (nothing waits).
-            tally.received += 1;
+            handler::arrived(rx, tally);
             tally.drop(DropReason::SendFailed);
             self.rx.push(bid);
             return Ok(());
@@ -547,8 +547,7 @@ impl UringLoop {
                     KIND_SEND => {
                         self.free.push(idx as u16);
                         if res < 0 {
-                            tally.answered -= 1;
-                            tally.drop(DropReason::SendFailed);
+                            handler::send_failed(&mut tally);
                         }
                     }
                     _ => {}

@@ -17,7 +17,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use crate::clock::{RawStamp, TimestampQuality};
 use crate::io::cmsg;
 use crate::io::{Opened, SetupError, WorkerContext, WorkerIo};
-use crate::proto::{DropReason, MAX_REPLY_LEN};
+use crate::proto::MAX_REPLY_LEN;
 use crate::server::counters::Tally;
 use crate::server::handler;
 use crate::sys;
@@ -490,8 +490,7 @@ impl UdpWorker {
                 continue;
             }
             // The message at `sent` failed (buffer full, unreachable, ...): count it, go on.
-            tally.answered -= 1;
-            tally.drop(DropReason::SendFailed);
+            handler::send_failed(tally);
             sent += 1;
         }
         for (iov, h) in self.tx.iov[..m]

@@ -67,20 +67,15 @@ impl WorkerIo for PortableWorker {
                     quality: TimestampQuality::User,
                 };
                 // A datagram that filled the buffer may have been cut: never answer it.
-                let request = if len >= buf.len() {
-                    &buf[..0]
-                } else {
-                    &buf[..len]
-                };
-                let snap = ctx.clock.load();
                 if len >= buf.len() {
-                    tally.received += 1;
-                    tally.drop(crate::proto::DropReason::TooLong);
-                } else if let Some(n) = handler::answer(&snap, request, rx, &mut reply, &mut tally)
-                {
-                    if s.send_to(&reply[..n], peer).is_err() {
-                        tally.answered -= 1;
-                        tally.drop(crate::proto::DropReason::SendFailed);
+                    handler::truncated(rx, &mut tally);
+                } else {
+                    let snap = ctx.clock.load();
+                    if let Some(n) = handler::answer(&snap, &buf[..len], rx, &mut reply, &mut tally)
+                    {
+                        if s.send_to(&reply[..n], peer).is_err() {
+                            handler::send_failed(&mut tally);
+                        }
                     }
                 }
                 ctx.counters.flush(&mut tally);

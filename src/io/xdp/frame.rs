@@ -26,7 +26,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use crate::clock::{ClockSnapshot, RawStamp};
 use crate::proto::{DropReason, Request};
 use crate::server::counters::Tally;
-use crate::sys;
+use crate::server::handler;
 
 const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;
@@ -422,8 +422,7 @@ pub fn answer_in_place(
     rx: RawStamp,
     tally: &mut Tally,
 ) -> Option<Answered> {
-    tally.received += 1;
-    tally.stamp(rx.quality);
+    handler::arrived(rx, tally);
     let parsed = match parse(frame) {
         Ok(p) if filter.accepts(p.dst.ip(), p.dst.port()) => p,
         Ok(_) => {
@@ -437,23 +436,17 @@ pub fn answer_in_place(
     };
     let payload = &mut frame[parsed.payload()];
     let req = match Request::parse(payload) {
-        Ok(r) if r.reply_len() <= payload.len() => r,
-        Ok(_) => {
-            tally.drop(DropReason::Malformed);
-            return None;
-        }
+        Ok(r) => r,
         Err(reason) => {
             tally.drop(reason);
             return None;
         }
     };
-    let reply_len = req.write_reply(snap, snap.cook(rx.raw), payload, || {
-        snap.cook(sys::clock::now())
-    });
+    // In place: the reply is never longer than the request, so it fits the payload.
+    let reply_len = handler::reply(snap, &req, rx, payload, tally);
     let mut key = [0u8; 8];
     key.copy_from_slice(&payload[32..40]);
     let len = finish_reply(frame, &parsed, reply_len);
-    tally.answered += 1;
     Some(Answered {
         len,
         key: u64::from_be_bytes(key),

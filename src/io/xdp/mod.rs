@@ -43,8 +43,9 @@ use meridian_bpf::{ifindex, XdpLink, XdpProgram, XskMap};
 use crate::clock::{RawStamp, TimestampQuality};
 use crate::config::XdpMode;
 use crate::io::{Opened, WorkerContext, WorkerIo};
-use crate::proto::{DropReason, UnixNanos};
+use crate::proto::UnixNanos;
 use crate::server::counters::Tally;
+use crate::server::handler;
 use crate::sys;
 use frame::AddrFilter;
 use umem::{TxMetadata, Umem};
@@ -612,8 +613,7 @@ impl XdpWorker {
                 }
                 Some(_) => {
                     // No room on the TX ring: count it like a failed send.
-                    tally.answered -= 1;
-                    tally.drop(DropReason::SendFailed);
+                    handler::send_failed(tally);
                     self.free.push(base);
                 }
                 None => self.free.push(base),
