@@ -1,20 +1,21 @@
 //! `meridian query`: an SNTP client in the manner of `ntpdate -q` / `sntp`. Each request carries
 //! a random transmit timestamp (RFC 9109 data minimisation: it reveals nothing of our clock and
-//! doubles as a nonce); the reply must echo it, and the offset is computed from our own send and
-//! receive times.
+//! doubles as a nonce); the reply must echo it, and the offset is computed from our own send time
+//! and the kernel's receive stamp, through the same connected sockets the discipline thread uses
+//! ([`UpstreamSocket`]).
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::config::split_host_port;
+use crate::io::upstream::UpstreamSocket;
+use crate::proto::client::ReplyError;
 use crate::proto::client::{check_reply, exchange, refid_text, root_distance_secs};
 use crate::proto::server::client_request;
 use crate::proto::{Leap, NtpTimestamp, MAX_PACKET_LEN};
 use crate::sys;
-
-/// The default NTP port.
-pub const NTP_PORT: u16 = 123;
 
 /// How to query.
 #[derive(Clone, Debug)]
@@ -84,25 +85,20 @@ impl ServerResult {
     }
 }
 
-/// Resolves `HOST`, `HOST:PORT`, `IPv4[:PORT]`, `IPv6` or `[IPv6]:PORT` (default port 123).
+/// Resolves `HOST`, `HOST:PORT`, `IPv4[:PORT]`, `IPv6` or `[IPv6]:PORT` (default port 123),
+/// the same forms a `[[source]]` address takes.
 pub fn resolve(target: &str) -> std::io::Result<SocketAddr> {
-    if let Ok(sa) = target.parse::<SocketAddr>() {
-        return Ok(sa);
-    }
-    if let Ok(ip) = target.trim_matches(['[', ']']).parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, NTP_PORT));
-    }
-    let with_port = if target.contains(':') {
-        target.to_string()
-    } else {
-        format!("{target}:{NTP_PORT}")
-    };
-    with_port.to_socket_addrs()?.next().ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            format!("{target}: no address found"),
-        )
-    })
+    let (host, port) = split_host_port(target)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    (host.as_str(), port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{target}: no address found"),
+            )
+        })
 }
 
 fn leap_text(l: Leap) -> &'static str {
@@ -114,41 +110,28 @@ fn leap_text(l: Leap) -> &'static str {
     }
 }
 
-fn random_timestamp() -> NtpTimestamp {
-    NtpTimestamp(
-        getrandom::u64().unwrap_or_else(|_| sys::clock::now().0 as u64 ^ 0x9e37_79b9_7f4a_7c15),
-    )
-}
-
 /// Sends one request on a connected socket and waits for the matching reply.
-fn one_sample(sock: &UdpSocket, opts: &QueryOptions) -> Outcome {
-    let nonce = random_timestamp();
+fn one_sample(sock: &UpstreamSocket, opts: &QueryOptions) -> Outcome {
+    let nonce = sys::random::nonce();
     let request = client_request(opts.version, 0, nonce);
-    let t1 = sys::clock::now();
-    if let Err(e) = sock.send(&request) {
-        return Outcome::Error {
-            error: format!("send: {e}"),
-        };
-    }
+    let t1 = match sock.send(&request) {
+        Ok(stamp) => stamp.raw,
+        Err(e) => {
+            return Outcome::Error {
+                error: format!("send: {e}"),
+            }
+        }
+    };
     let deadline = Instant::now() + opts.timeout;
     let mut buf = [0u8; MAX_PACKET_LEN + 1];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Outcome::Error {
-                error: "no reply (timeout)".into(),
-            };
-        }
-        let _ = sock.set_read_timeout(Some(left));
-        let len = match sock.recv(&mut buf) {
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue
+        let (len, t4) = match sock.recv(&mut buf, left) {
+            Ok(Some((len, stamp))) => (len, stamp.raw),
+            Ok(None) => {
+                return Outcome::Error {
+                    error: "no reply (timeout)".into(),
+                }
             }
             Err(e) => {
                 return Outcome::Error {
@@ -156,11 +139,10 @@ fn one_sample(sock: &UdpSocket, opts: &QueryOptions) -> Outcome {
                 }
             }
         };
-        let t4 = sys::clock::now();
         let header = match check_reply(&buf[..len], opts.version, nonce) {
             Ok(h) => h,
             // A stale or foreign datagram: keep waiting for ours.
-            Err(crate::proto::client::ReplyError::WrongOrigin) => continue,
+            Err(ReplyError::WrongOrigin) => continue,
             Err(e) => {
                 return Outcome::Error {
                     error: e.to_string(),
@@ -196,14 +178,7 @@ pub fn query_server(target: &str, opts: &QueryOptions) -> ServerResult {
     };
     let sock = resolve(target).and_then(|addr| {
         result.address = Some(addr);
-        let local: SocketAddr = if addr.is_ipv6() {
-            "[::]:0".parse().expect("literal")
-        } else {
-            "0.0.0.0:0".parse().expect("literal")
-        };
-        let s = UdpSocket::bind(local)?;
-        s.connect(addr)?;
-        Ok(s)
+        UpstreamSocket::connect(addr)
     });
     let sock = match sock {
         Ok(s) => s,

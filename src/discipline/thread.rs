@@ -220,18 +220,6 @@ fn state_name(s: SourceState) -> &'static str {
     }
 }
 
-/// A random value in [0, 1).
-fn random_unit() -> f64 {
-    let r = getrandom::u32().unwrap_or_else(|_| sys::clock::now().0 as u32);
-    r as f64 / 4_294_967_296.0
-}
-
-fn random_timestamp() -> NtpTimestamp {
-    NtpTimestamp(
-        getrandom::u64().unwrap_or_else(|_| sys::clock::now().0 as u64 ^ 0x9e37_79b9_7f4a_7c15),
-    )
-}
-
 /// The reference id for a source address (IPv6: first four bytes of the MD5 of the address).
 pub fn refid_of(addr: SocketAddr) -> [u8; 4] {
     use md5::{Digest, Md5};
@@ -312,7 +300,9 @@ impl Runner {
             .sources
             .iter()
             .map(|cfg| {
-                let (host, port) = cfg.host_port().unwrap_or((cfg.address.clone(), 123));
+                let (host, port) = cfg
+                    .host_port()
+                    .unwrap_or((cfg.address.clone(), config::NTP_PORT));
                 Origin {
                     cfg: cfg.clone(),
                     host,
@@ -500,7 +490,7 @@ impl Runner {
 
     fn send(&mut self, i: usize) {
         let p = &mut self.peers[i];
-        let nonce = random_timestamp();
+        let nonce = sys::random::nonce();
         let poll = self
             .core
             .sources()
@@ -538,7 +528,7 @@ impl Runner {
         if let Some(p) = self.peers.iter_mut().find(|p| p.id == id) {
             let secs = interval * 2f64.powi(p.backoff.into());
             // Up to 5% later, so sources polled together drift apart.
-            let secs = secs * (1.0 + 0.05 * random_unit());
+            let secs = secs * (1.0 + 0.05 * sys::random::unit());
             p.next_poll = from + Duration::from_secs_f64(secs);
             p.pending = None;
         }

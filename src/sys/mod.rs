@@ -2,4 +2,5 @@
 //! home of `unsafe` in the crate; every block carries a `// SAFETY:` comment.
 
 pub mod clock;
+pub mod random;
 pub mod timex;
