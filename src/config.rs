@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::discipline::leap::LeapDays;
+use crate::discipline::leap::MIN_SMEAR_SECONDS;
+
 /// The whole configuration file.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -137,6 +140,8 @@ pub struct ClockConfig {
     pub leap_smear: bool,
     /// Seconds over which a leap second is smeared, centred on midnight UTC.
     pub leap_smear_window: f64,
+    /// On which days an announced leap second is acted on.
+    pub leap_days: LeapDays,
 }
 
 impl Default for ClockConfig {
@@ -152,6 +157,7 @@ impl Default for ClockConfig {
             local_fallback: false,
             leap_smear: false,
             leap_smear_window: 86400.0,
+            leap_days: LeapDays::default(),
         }
     }
 }
@@ -632,13 +638,14 @@ impl Config {
             }
         }
         if !(clock.leap_smear_window.is_finite()
-            && clock.leap_smear_window > 0.0
+            && clock.leap_smear_window >= MIN_SMEAR_SECONDS
             && clock.leap_smear_window <= MAX_SMEAR_WINDOW)
         {
             problem(
                 "clock.leap-smear-window",
                 format!(
-                    "must be more than 0 and at most {MAX_SMEAR_WINDOW} seconds, got {}",
+                    "must be {MIN_SMEAR_SECONDS} to {MAX_SMEAR_WINDOW} seconds (a smear runs at \
+                     most 400 ppm), got {}",
                     clock.leap_smear_window
                 ),
             );
@@ -949,58 +956,52 @@ level = "meridian=trace,warn"
     fn example_file_parses_and_matches_the_docs() {
         let text = include_str!("../docs/meridian.example.toml");
         let c = Config::parse(text, "meridian.example.toml").unwrap();
+        let placeholder = |a: &str| SourceConfig {
+            iburst: true,
+            ..SourceConfig::new(a)
+        };
         assert_eq!(
             c,
             Config {
                 server: ServerConfig {
-                    listen: vec![
-                        "192.0.2.10:123".parse().unwrap(),
-                        "[2001:db8::10]:123".parse().unwrap()
-                    ],
-                    workers: 4,
-                    cores: vec![2, 3, 4, 5],
-                    backend: BackendKind::IoUring,
-                    batch_size: 64,
-                    interface: vec!["eth0".into(), "eth1".into()],
-                    xdp_mode: XdpMode::Native,
-                    queues: vec![0, 1],
+                    listen: vec!["127.0.0.1:1123".parse().unwrap()],
+                    ..ServerConfig::default()
                 },
                 clock: ClockConfig {
-                    local_stratum: 8,
-                    mode: ClockMode::System,
-                    step_threshold: 0.5,
-                    step_limit: 5,
-                    drift_file: Some("/var/lib/meridian/drift".into()),
-                    holdover: 3600.0,
-                    min_sources: 2,
                     local_fallback: true,
-                    leap_smear: true,
-                    leap_smear_window: 43200.0,
+                    ..ClockConfig::default()
                 },
-                log: LogConfig {
-                    level: "meridian=debug,info".into()
-                },
+                log: LogConfig::default(),
                 sources: vec![
                     SourceConfig {
-                        iburst: true,
                         prefer: true,
                         minpoll: 4,
                         maxpoll: 8,
-                        ..SourceConfig::new("ntp1.example.net")
+                        ..placeholder("127.0.0.1:10123")
                     },
-                    SourceConfig {
-                        iburst: true,
-                        ..SourceConfig::new("192.0.2.1:1123")
-                    },
+                    placeholder("127.0.0.2:10123"),
                     SourceConfig {
                         kind: SourceKind::Pool,
                         max_sources: Some(3),
-                        ..SourceConfig::new("pool.example.net")
+                        iburst: false,
+                        ..SourceConfig::new("localhost:10124")
                     },
                 ],
             }
         );
-        // Every key of the schema appears in the example, uncommented.
+        // Safe as shipped: loopback only, the host clock untouched, sources on loopback.
+        assert!(c.server.listen.iter().all(|a| a.ip().is_loopback()));
+        assert_eq!(c.clock.mode, ClockMode::Virtual);
+        for s in &c.sources {
+            let (host, _) = s.host_port().unwrap();
+            let ip: Option<std::net::IpAddr> = host.parse().ok();
+            assert!(
+                host == "localhost" || ip.is_some_and(|ip| ip.is_loopback()),
+                "{host}"
+            );
+        }
+        // Every key of the schema appears in the example, set or (for keys that only matter in
+        // another setup) as a commented-out example line.
         for key in [
             "listen =",
             "workers =",
@@ -1020,6 +1021,7 @@ level = "meridian=trace,warn"
             "local-fallback =",
             "leap-smear =",
             "leap-smear-window =",
+            "leap-days =",
             "address =",
             "kind =",
             "iburst =",
@@ -1029,7 +1031,11 @@ level = "meridian=trace,warn"
             "max-sources =",
             "level =",
         ] {
-            assert!(text.lines().any(|l| l.starts_with(key)), "{key}");
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(key) || l.starts_with(&format!("# {key}"))),
+                "{key}"
+            );
         }
     }
 
@@ -1525,8 +1531,8 @@ level = "meridian=trace,warn"
             "meridian.toml:2:18: clock.step-threshold: must be a positive number of seconds, got 0\n\
              meridian.toml:3:12: clock.holdover: must be 0 or more seconds, got -1\n\
              meridian.toml:4:15: clock.min-sources: must be in 1..=16, got 0\n\
-             meridian.toml:5:21: clock.leap-smear-window: must be more than 0 and at most \
-             172800 seconds, got 0"
+             meridian.toml:5:21: clock.leap-smear-window: must be 2500 to 172800 seconds (a \
+             smear runs at most 400 ppm), got 0"
         );
         assert_eq!(
             err(

@@ -195,7 +195,7 @@ fn lost_sources_then_holdover_then_unsynchronised() {
         .map(|h| FakeUpstream::start(ip(2, h), FakeBehaviour::offset(AHEAD)))
         .collect();
     let refs: Vec<&FakeUpstream> = fakes.iter().collect();
-    let server = meridian(&refs, "holdover = 3");
+    let server = meridian(&refs, "holdover = 5");
     wait_offset(&server, AHEAD, SYNC_WITHIN);
 
     // One source stops answering: the other two carry on.
@@ -213,7 +213,7 @@ fn lost_sources_then_holdover_then_unsynchronised() {
     for f in &fakes {
         f.set_silent(true);
     }
-    wait_log(&server, "holdover for 3 s", Duration::from_secs(8));
+    wait_log(&server, "holdover for 5 s", Duration::from_secs(8));
     let entered = Instant::now();
     let (r1, d1) = ask(&server).unwrap();
     assert_eq!(r1.leap, 0, "still synchronised in holdover: {r1:?}");
@@ -275,22 +275,84 @@ fn local_fallback_after_holdover() {
     server.stop();
 }
 
-#[test]
-fn announced_leap_second_is_passed_on() {
-    let fakes: Vec<FakeUpstream> = (2..=4)
-        .map(|h| FakeUpstream::start(ip(4, h), FakeBehaviour::offset(AHEAD).leap(1)))
+/// 2016-12-31T00:00:00Z, the day of the last leap second so far.
+const DEC31_2016: f64 = 1_483_142_400.0;
+
+/// The offset that makes a fake upstream serve `utc` (Unix seconds) now: leap tests inject the
+/// date and time of day through the sources, so they give the same verdict at any hour.
+fn serving(utc: f64) -> f64 {
+    utc - std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Three agreeing fakes serving `utc` and announcing `leap` (shifted by `net` for addresses).
+fn leap_fakes(net: u8, utc: f64, leap: u8) -> (Vec<FakeUpstream>, f64) {
+    let offset = serving(utc);
+    let fakes = (2..=4)
+        .map(|h| FakeUpstream::start(ip(net, h), FakeBehaviour::offset(offset).leap(leap)))
         .collect();
+    (fakes, offset)
+}
+
+#[test]
+fn announced_leap_second_is_passed_on_only_on_the_leap_day() {
+    // 2016-12-31, 12:01 UTC: the announcement is believed and passed on.
+    let (fakes, offset) = leap_fakes(4, DEC31_2016 + 12.0 * 3600.0 + 60.0, 1);
     let refs: Vec<&FakeUpstream> = fakes.iter().collect();
     let server = meridian(&refs, "");
     let (r, _) = wait_reply(&server, SYNC_WITHIN, "LI=1 passed on", |r| r.leap == 1);
     assert_eq!(r.stratum, 2, "{r:?}");
+    wait_offset(&server, offset, SYNC_WITHIN);
+    wait_log(
+        &server,
+        "leap second insertion announced for 2017-01-01T00:00:00Z",
+        Duration::from_secs(2),
+    );
     server.stop();
+    drop(fakes);
 
-    // Smearing: clients must not see the warning (they would apply it a second time).
-    let server = meridian(&refs, "leap-smear = true");
-    wait_offset(&server, AHEAD, SYNC_WITHIN);
+    // 2016-12-01: no leap second can end that day; not acted on, said once.
+    let (fakes, offset) = leap_fakes(4, DEC31_2016 - 30.0 * 86400.0 + 43_200.0, 1);
+    let refs: Vec<&FakeUpstream> = fakes.iter().collect();
+    let server = meridian(&refs, "");
+    wait_offset(&server, offset, SYNC_WITHIN);
+    let note = "not acted on before 2016-12-31 (clock.leap-days = \"june-december\")";
+    wait_log(&server, note, Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(2)); // several more updates announcing it
     let (r, _) = ask(&server).unwrap();
     assert_eq!((r.leap, r.stratum), (0, 2), "{r:?}");
+    assert_eq!(server.stderr_text().matches(note).count(), 1, "logged once");
+    server.stop();
+
+    // The same day with `leap-days = "any-day"`: passed on.
+    let server = meridian(&refs, "leap-days = \"any-day\"");
+    wait_reply(&server, SYNC_WITHIN, "LI=1 with any-day", |r| r.leap == 1);
+    server.stop();
+}
+
+#[test]
+fn a_leap_second_learned_late_is_smeared_without_a_jump() {
+    // 23:59:00 on the leap day, one minute before the leap and half-way through the default
+    // noon-to-noon smear window: served time must not jump by the half second a smear would
+    // have done by now, and clients must not see the warning (they would apply it twice).
+    let (fakes, offset) = leap_fakes(6, DEC31_2016 + 86_400.0 - 60.0, 1);
+    let refs: Vec<&FakeUpstream> = fakes.iter().collect();
+    let server = meridian(&refs, "leap-smear = true");
+    wait_offset(&server, offset, SYNC_WITHIN);
+    wait_log(
+        &server,
+        "smearing from 2016-12-31T23:5",
+        Duration::from_secs(2),
+    );
+    let (r, _) = wait_reply(&server, SYNC_WITHIN, "smear refid", |r| {
+        r.refid == [127, 127, 1, 255]
+    });
+    assert_eq!((r.leap, r.stratum), (0, 2), "{r:?}");
+    // Still within the tolerance of the sources after a few seconds of ramp (≤ 400 ppm).
+    std::thread::sleep(Duration::from_secs(2));
+    wait_offset(&server, offset, Duration::from_secs(2));
     server.stop();
 }
 

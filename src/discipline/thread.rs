@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use super::leap::{LeapState, SMEAR_REFID};
+use super::leap::{self, LeapDays, LeapNote, LeapState, SMEAR_REFID};
 use super::system::{read_drift, write_drift, FollowAction, OsClock, RealClock, SystemSteering};
 use super::{
     refid_for_addr, Discipline, DisciplineConfig, Sample, SourceConfig, SourceId, SourceState,
@@ -315,7 +315,11 @@ impl Runner {
             })
             .collect();
         let core = Discipline::new(settings.core_config());
-        let leap = LeapState::new(settings.clock.leap_smear, settings.clock.leap_smear_window);
+        let leap = LeapState::new(
+            settings.clock.leap_smear,
+            settings.clock.leap_smear_window,
+            settings.clock.leap_days,
+        );
         Runner {
             settings,
             core,
@@ -760,7 +764,9 @@ impl Runner {
             self.last_offset = est.offset;
             let core_t = now.as_secs_f64() + est.offset;
             if est.status == SyncStatus::Synchronized {
-                self.leap.observe(est.leap, core_t);
+                if let Some(note) = self.leap.observe(est.leap, core_t) {
+                    log_leap(note, self.settings.clock.leap_days);
+                }
             }
             let snap = self.core.snapshot(&est);
             let out = self.served(snap, now);
@@ -788,13 +794,21 @@ impl Runner {
         let at = snap.correction.at;
         let core_at = snap.correction.cook(at).as_secs_f64();
         let adj = self.leap.served_offset(core_at);
+        // The smear's slope over the next update interval (a secant, so the correction meets
+        // the ramp again at the next publication even across the ramp's start or end).
+        let ahead = UPDATE_EVERY.as_secs_f64();
+        let rate = if self.settings.clock.leap_smear {
+            (self.leap.served_offset(core_at + ahead) - adj) / ahead
+        } else {
+            0.0 // a step happens at the instant, by the epoch bump below
+        };
         let target = Correction {
             at,
             offset_ns: snap
                 .correction
                 .offset_ns
                 .saturating_add((adj * 1e9).round() as i64),
-            freq: snap.correction.freq + self.leap.served_rate(core_at),
+            freq: snap.correction.freq + rate,
         };
         let core_now = now.as_secs_f64() + self.last_offset;
         let applied = self.leap.applied(core_now);
@@ -890,6 +904,73 @@ impl Runner {
         }
         if let Ok(mut s) = self.status.lock() {
             *s = rows;
+        }
+    }
+}
+
+/// One log line for a leap-second decision of [`LeapState::observe`].
+fn log_leap(note: LeapNote, days: LeapDays) {
+    let kind = |delta: f64| if delta > 0.0 { "insertion" } else { "deletion" };
+    let utc = |t: f64| {
+        let day = (t / 86_400.0).floor();
+        let secs = t - day * 86_400.0;
+        format!(
+            "{}T{:02}:{:02}:{:02}Z",
+            leap::date_string(day as i64),
+            (secs / 3600.0) as u32,
+            (secs % 3600.0 / 60.0) as u32,
+            (secs % 60.0) as u32
+        )
+    };
+    match note {
+        LeapNote::Scheduled {
+            at,
+            delta,
+            smear: None,
+        } => tracing::info!(
+            "discipline: leap second {} announced for {}: stepping then",
+            kind(delta),
+            utc(at)
+        ),
+        LeapNote::Scheduled {
+            at,
+            delta,
+            smear: Some(s),
+        } => tracing::info!(
+            "discipline: leap second {} announced for {}: smearing from {} to {} ({:.1} ppm)",
+            kind(delta),
+            utc(at),
+            utc(s.start),
+            utc(s.end),
+            s.rate() * 1e6
+        ),
+        LeapNote::Late {
+            at,
+            delta,
+            smear,
+            planned_end,
+        } => tracing::warn!(
+            "discipline: leap second {} for {} learned too late to smear by {}: smearing at \
+             the {:.0} ppm limit from {} until {}",
+            kind(delta),
+            utc(at),
+            utc(planned_end),
+            leap::MAX_SMEAR_RATE * 1e6,
+            utc(smear.start),
+            utc(smear.end)
+        ),
+        LeapNote::NotLeapDay { delta, until } => tracing::info!(
+            "discipline: sources announce a leap second {}; not acted on before {} (clock.leap-days = \"{}\")",
+            kind(delta),
+            leap::date_string(until),
+            match days {
+                LeapDays::JuneDecember => "june-december",
+                LeapDays::MonthEnd => "month-end",
+                LeapDays::AnyDay => "any-day",
+            }
+        ),
+        LeapNote::Withdrawn { at } => {
+            tracing::info!("discipline: leap second for {} withdrawn", utc(at))
         }
     }
 }
