@@ -538,3 +538,35 @@ fn system_mode_without_cap_sys_time_refuses_to_start() {
     assert!(out.stderr.contains("CAP_SYS_TIME"), "{}", out.all());
     assert_eq!(fake.request_count(), 0, "no source was polled");
 }
+
+#[test]
+fn query_tells_an_unsynchronised_server_from_a_kiss_of_death() {
+    // A server whose only source never answers serves LI=3, stratum 0, a zero refid.
+    let silent = FakeUpstream::start(ip(7, 2), FakeBehaviour::offset(AHEAD));
+    silent.set_silent(true);
+    let server = meridian(&[&silent], "");
+    let addr = server.addr().to_string();
+    let out = common::run_meridian(&["query", &addr, "--timeout", "2"], Duration::from_secs(10));
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.status.and_then(|s| s.code()),
+        Some(1),
+        "no valid answer must fail: {text}"
+    );
+    assert!(text.contains("server is not synchronised"), "{text}");
+    assert!(!text.contains("kiss"), "{text}");
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n'),
+        "raw control bytes printed: {text:?}"
+    );
+    server.stop();
+
+    // A real kiss-o'-death is still called one, by its code.
+    let rate = FakeUpstream::start(ip(7, 3), FakeBehaviour::offset(AHEAD).kiss(b"RATE"));
+    let out = common::run_meridian(
+        &["query", &rate.addr.to_string(), "--timeout", "2"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.status.and_then(|s| s.code()), Some(1));
+    assert!(out.stdout.contains("kiss-o'-death RATE"), "{}", out.stdout);
+}

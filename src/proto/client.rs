@@ -15,9 +15,10 @@ pub enum ReplyError {
     WrongVersion(u8),
     /// The origin timestamp does not echo our transmit timestamp (stale, spoofed or misrouted).
     WrongOrigin,
-    /// A kiss-o'-death packet (stratum 0) with its code.
+    /// A kiss-o'-death packet: stratum 0 with a printable ASCII code (`RATE`, `DENY`, ...).
     Kiss([u8; 4]),
-    /// The server says it is not synchronised (LI=3), or its stratum is 16 or more.
+    /// The server says it is not synchronised: LI=3, stratum 16 or more, or stratum 0 without
+    /// a printable kiss code (a zero reference id).
     Unsynchronized,
     /// Receive or transmit timestamp is zero.
     ZeroTimestamp,
@@ -50,9 +51,7 @@ impl std::fmt::Display for ReplyError {
             ReplyError::WrongMode(m) => write!(f, "reply has mode {m}, expected 4"),
             ReplyError::WrongVersion(v) => write!(f, "reply has version {v}"),
             ReplyError::WrongOrigin => write!(f, "reply origin does not match our request"),
-            ReplyError::Kiss(code) => {
-                write!(f, "kiss-o'-death {}", String::from_utf8_lossy(code))
-            }
+            ReplyError::Kiss(code) => write!(f, "kiss-o'-death {}", code_text(*code)),
             ReplyError::Unsynchronized => write!(f, "server is not synchronised"),
             ReplyError::ZeroTimestamp => write!(f, "reply has a zero timestamp"),
             ReplyError::Reversed => write!(f, "server transmit precedes its receive"),
@@ -81,7 +80,10 @@ pub fn check_reply(
         return Err(ReplyError::WrongOrigin);
     }
     if h.stratum == 0 {
-        return Err(ReplyError::Kiss(h.reference_id));
+        if let Some(code) = kiss_code(h.reference_id) {
+            return Err(ReplyError::Kiss(code));
+        }
+        return Err(ReplyError::Unsynchronized);
     }
     if h.leap == Leap::Unsynchronized || h.stratum >= 16 {
         return Err(ReplyError::Unsynchronized);
@@ -93,6 +95,33 @@ pub fn check_reply(
         return Err(ReplyError::Reversed);
     }
     Ok(h)
+}
+
+/// The kiss code in a stratum-0 reference id: one to four printable ASCII characters (letters,
+/// digits), NUL-padded (RFC 5905 §7.4). A zero or non-printable id is no kiss code: that is how
+/// an unsynchronised server answers.
+pub fn kiss_code(refid: [u8; 4]) -> Option<[u8; 4]> {
+    let len = refid.iter().position(|&b| b == 0).unwrap_or(4);
+    let printable = len > 0
+        && refid[..len].iter().all(u8::is_ascii_alphanumeric)
+        && refid[len..].iter().all(|&b| b == 0);
+    printable.then_some(refid)
+}
+
+/// A reference id or kiss code as text, without its NUL padding; anything not printable ASCII
+/// is shown as `\xNN`, so a hostile reply cannot write control bytes to a terminal.
+pub fn code_text(code: [u8; 4]) -> String {
+    let len = code.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    code[..len]
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_graphic() {
+                (b as char).to_string()
+            } else {
+                format!("\\x{b:02x}")
+            }
+        })
+        .collect()
 }
 
 /// The four timestamps of an exchange from a checked reply and our receive time.

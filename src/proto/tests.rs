@@ -570,6 +570,21 @@ fn unknown_extension_fields_are_skipped_and_answered() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
+fn kiss_codes_and_their_text() {
+    use super::client::{code_text, kiss_code};
+    assert_eq!(kiss_code(*b"RATE"), Some(*b"RATE"));
+    assert_eq!(kiss_code(*b"GPS\0"), Some(*b"GPS\0"));
+    assert_eq!(kiss_code([0; 4]), None);
+    assert_eq!(kiss_code(*b"\0ATE"), None);
+    assert_eq!(kiss_code(*b"R TE"), None);
+    assert_eq!(code_text(*b"DENY"), "DENY");
+    assert_eq!(code_text(*b"GPS\0"), "GPS");
+    assert_eq!(code_text([0; 4]), "");
+    assert_eq!(code_text([b'A', 0x07, 0x1B, 0]), "A\\x07\\x1b");
+    assert_eq!(ReplyError::Kiss(*b"RATE").to_string(), "kiss-o'-death RATE");
+}
+
+#[test]
 fn kod_replies() {
     for (code, ascii) in [
         (KissCode::Deny, *b"DENY"),
@@ -713,6 +728,28 @@ fn check_reply_reports_every_error() {
     r[1] = 0;
     r[12..16].copy_from_slice(b"RATE");
     assert_eq!(check(&r), Err(ReplyError::Kiss(*b"RATE")));
+    // Shorter codes are NUL-padded.
+    r[12..16].copy_from_slice(b"GO\0\0");
+    assert_eq!(check(&r), Err(ReplyError::Kiss(*b"GO\0\0")));
+
+    // An unsynchronised server (LI 3, stratum 0, zero refid) is not a kiss-o'-death, and
+    // neither is stratum 0 with bytes that are no printable code.
+    for refid in [
+        [0u8; 4],
+        [0x01, 0x02, 0x03, 0x04],
+        *b"RA\0E",
+        [0xC3, 0xA9, b'A', 0],
+    ] {
+        let mut r = good.clone();
+        r[0] = 0xE4;
+        r[1] = 0;
+        r[12..16].copy_from_slice(&refid);
+        assert_eq!(check(&r), Err(ReplyError::Unsynchronized), "{refid:?}");
+        assert_eq!(
+            ReplyError::Unsynchronized.to_string(),
+            "server is not synchronised"
+        );
+    }
 
     let mut r = good.clone();
     r[0] = 0xE4; // LI 3
