@@ -1,0 +1,120 @@
+//! What can be wrong with a configuration, and how it is worded: `file:line:col: key: message`.
+
+/// A configuration that could not be read or is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    /// Anything else, already formatted.
+    #[error("{0}")]
+    Invalid(String),
+    /// The text is not TOML, or does not fit the schema (unknown key, wrong type, ...).
+    #[error("{}", located(file, Some((*line, *column)), key.as_deref(), message))]
+    Parse {
+        /// The file name given to [`Config::parse`].
+        file: String,
+        /// 1-based line of the offending text.
+        line: usize,
+        /// 1-based column (in characters) of the offending text.
+        column: usize,
+        /// Dotted key path (`server.workers`, `server.listen[1]`), when known.
+        key: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
+    /// The file parsed but some values are out of range; every problem is listed, one per line.
+    #[error("{}", problems_to_string(file.as_deref(), problems))]
+    Validation {
+        /// The file name, when the configuration came from a file.
+        file: Option<String>,
+        /// Every rule that failed, in key order.
+        problems: Vec<Problem>,
+    },
+}
+
+/// One failed validation rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path, e.g. `server.batch-size`.
+    pub key: String,
+    /// What is wrong with it.
+    pub message: String,
+    /// 1-based line and column of the value in the file, when it came from one.
+    pub location: Option<(usize, usize)>,
+}
+
+pub(super) fn located(
+    file: &str,
+    location: Option<(usize, usize)>,
+    key: Option<&str>,
+    message: &str,
+) -> String {
+    let mut out = String::from(file);
+    if let Some((line, column)) = location {
+        out.push_str(&format!(":{line}:{column}"));
+    }
+    if let Some(key) = key {
+        out.push_str(": ");
+        out.push_str(key);
+    }
+    out.push_str(": ");
+    out.push_str(message);
+    out
+}
+
+pub(super) fn problems_to_string(file: Option<&str>, problems: &[Problem]) -> String {
+    let file = file.unwrap_or("configuration");
+    problems
+        .iter()
+        .map(|p| located(file, p.location, Some(&p.key), &p.message))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Problems collected by the rules of every section, in key order.
+#[derive(Debug, Default)]
+pub struct Problems(pub Vec<Problem>);
+
+impl Problems {
+    /// Records that `key` breaks a rule.
+    pub fn add(&mut self, key: impl Into<String>, message: String) {
+        self.0.push(Problem {
+            key: key.into(),
+            message,
+            location: None,
+        });
+    }
+}
+
+/// 1-based line and column (counted in characters) of byte `offset` in `text`.
+pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_characters() {
+        let text = "ab\nçd\n";
+        assert_eq!(line_col(text, 0), (1, 1));
+        assert_eq!(line_col(text, 2), (1, 3));
+        assert_eq!(line_col(text, 3), (2, 1));
+        assert_eq!(line_col(text, 5), (2, 2));
+        assert_eq!(line_col(text, 4), (2, 1)); // inside 'ç': rounds down
+        assert_eq!(line_col(text, 100), (3, 1));
+    }
+}
