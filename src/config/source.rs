@@ -134,17 +134,17 @@ pub(super) fn check(sources: &[SourceConfig], p: &mut Problems) {
     for (i, s) in sources.iter().enumerate() {
         let key = |k: &str| format!("source[{i}].{k}");
         if let Err(message) = s.host_port() {
-            p.add(&key("address"), message);
+            p.add(key("address"), message);
         } else if sources[..i]
             .iter()
             .any(|o| o.address.trim() == s.address.trim())
         {
-            p.add(&key("address"), format!("duplicate source {:?}", s.address));
+            p.add(key("address"), format!("duplicate source {:?}", s.address));
         }
         for (name, v) in [("minpoll", s.minpoll), ("maxpoll", s.maxpoll)] {
             if !POLL_RANGE.contains(&v) {
                 p.add(
-                    &key(name),
+                    key(name),
                     format!(
                         "must be in {}..={} (log2 seconds), got {v}",
                         POLL_RANGE.start(),
@@ -155,7 +155,7 @@ pub(super) fn check(sources: &[SourceConfig], p: &mut Problems) {
         }
         if s.minpoll > s.maxpoll {
             p.add(
-                &key("maxpoll"),
+                key("maxpoll"),
                 format!(
                     "must be at least minpoll ({}), got {}",
                     s.minpoll, s.maxpoll
@@ -164,11 +164,11 @@ pub(super) fn check(sources: &[SourceConfig], p: &mut Problems) {
         }
         match (s.kind, s.max_sources) {
             (SourceKind::Server, Some(_)) => p.add(
-                &key("max-sources"),
+                key("max-sources"),
                 "applies only to kind = \"pool\"".to_owned(),
             ),
             (SourceKind::Pool, Some(n)) if !(1..=MAX_SOURCES).contains(&n) => p.add(
-                &key("max-sources"),
+                key("max-sources"),
                 format!("must be in 1..={MAX_SOURCES}, got {n}"),
             ),
             _ => {}
