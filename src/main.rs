@@ -1,4 +1,5 @@
-//! The `meridian` command: `serve` runs the NTP server, `query` is an SNTP client.
+//! The `meridian` command: `serve` runs the NTP server, `validate` checks a configuration
+//! without starting anything, `query` is an SNTP client.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use meridian::config::{BackendKind, Config, XdpMode};
+use meridian::config::{BackendKind, Changes, Checked, Config, HostFacts, Overrides, XdpMode};
 use meridian::query::{self, QueryOptions};
 use meridian::server::Server;
 
@@ -25,6 +26,8 @@ struct Cli {
 enum Command {
     /// Run the NTP server.
     Serve(ServeArgs),
+    /// Check a configuration file without starting anything: every problem, with its line.
+    Validate(ValidateArgs),
     /// Query NTP servers as an SNTP client (like `ntpdate -q`).
     Query(QueryArgs),
 }
@@ -36,7 +39,7 @@ struct ServeArgs {
     config: Option<PathBuf>,
     /// Address to answer on, e.g. 0.0.0.0:123 or [::1]:1123. Repeat for several; replaces
     /// server.listen from the config.
-    #[arg(long, value_name = "ADDR:PORT")]
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]
     listen: Vec<SocketAddr>,
     /// Worker threads (0 = one per available core); overrides server.workers.
     #[arg(long)]
@@ -54,6 +57,13 @@ struct ServeArgs {
     /// Log filter, e.g. `debug` or `meridian=debug`; overrides log.level and RUST_LOG.
     #[arg(long)]
     log_level: Option<String>,
+}
+
+#[derive(Args)]
+struct ValidateArgs {
+    /// The TOML configuration file to check (without it: the built-in defaults).
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -84,6 +94,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(a) => serve(a),
+        Command::Validate(a) => validate(a),
         Command::Query(a) => run_query(a),
     };
     match result {
@@ -95,34 +106,117 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(level: &str) -> anyhow::Result<()> {
+/// `--listen`: an IP address with a port, worded for the operator when it is not one.
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    match s
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+    {
+        Ok(ip) => Err(format!(
+            "{s} has no port: write {}, or another port (123 needs root or \
+             CAP_NET_BIND_SERVICE)",
+            SocketAddr::new(ip, 123)
+        )),
+        Err(_) => Err(
+            "expected IP:PORT, like 127.0.0.1:1123 or [::1]:1123 (names are not resolved)"
+                .to_owned(),
+        ),
+    }
+}
+
+/// The log filter, replaceable while running (SIGHUP with a new `log.level`).
+type LogHandle = tracing_subscriber::reload::Handle<
+    tracing_subscriber::EnvFilter,
+    tracing_subscriber::fmt::Formatter<
+        tracing_subscriber::fmt::format::DefaultFields,
+        tracing_subscriber::fmt::format::Format,
+        fn() -> std::io::Stderr,
+    >,
+>;
+
+fn init_logging(level: &str) -> anyhow::Result<LogHandle> {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .with_context(|| format!("invalid log filter {level:?}"))?;
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr as fn() -> std::io::Stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    Ok(())
+        .with_filter_reloading();
+    let handle = builder.reload_handle();
+    builder.init();
+    Ok(handle)
+}
+
+fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
+    let name = args
+        .config
+        .as_ref()
+        .map_or("the built-in defaults".to_owned(), |p| {
+            p.display().to_string()
+        });
+    let report = Config::check_file(
+        args.config.as_deref(),
+        &Overrides::default(),
+        &HostFacts::here(),
+    )?;
+    for e in &report.errors {
+        eprintln!("{e}");
+    }
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    let warned = match report.warnings.len() {
+        0 => String::new(),
+        n => format!(", {n} warning{}", if n == 1 { "" } else { "s" }),
+    };
+    if report.errors.is_empty() {
+        println!("{name}: valid{warned}");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        let n = report.errors.len();
+        eprintln!(
+            "{name}: {n} problem{}{warned}",
+            if n == 1 { "" } else { "s" }
+        );
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let mut cfg = Config::load(args.config.as_deref())?;
-    cfg.apply_overrides(&args.listen, args.workers, args.backend);
-    cfg.apply_xdp_overrides(&args.interface, args.xdp_mode);
-    cfg.validate()?;
-    let level = args
+    let overrides = Overrides {
+        listen: args.listen.clone(),
+        workers: args.workers,
+        backend: args.backend,
+        interface: args.interface.clone(),
+        xdp_mode: args.xdp_mode,
+    };
+    let Checked {
+        config: mut cfg,
+        warnings,
+    } = Config::load_checked(args.config.as_deref(), &overrides, &HostFacts::here())?;
+    // --log-level, else RUST_LOG, else the file; only the file's can change on reload.
+    let fixed_level = args
         .log_level
         .clone()
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| cfg.log.level.clone());
-    init_logging(&level)?;
+        .or_else(|| std::env::var("RUST_LOG").ok());
+    let level = fixed_level.clone().unwrap_or_else(|| cfg.log.level.clone());
+    let log = init_logging(&level)?;
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let dump = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
     signal_hook::flag::register(signal_hook::consts::SIGUSR1, dump.clone())
+        .context("installing signal handlers")?;
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
         .context("installing signal handlers")?;
 
     let mut server = Server::start(&cfg, stop.clone())?;
@@ -131,6 +225,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         server.tick();
         if dump.swap(false, Ordering::Relaxed) {
             print_report(&server.report());
+        }
+        if hup.swap(false, Ordering::Relaxed) {
+            let reload = Reload {
+                path: args.config.as_deref(),
+                overrides: &overrides,
+                fixed_level: fixed_level.as_deref(),
+                log: &log,
+            };
+            cfg = reload.run(cfg, &mut server);
         }
     }
     tracing::info!("stopping");
@@ -143,6 +246,80 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "stopped"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a SIGHUP needs: the file to read again and what the command line fixed.
+struct Reload<'a> {
+    path: Option<&'a std::path::Path>,
+    overrides: &'a Overrides,
+    /// `--log-level` or RUST_LOG, which the file's `log.level` does not replace.
+    fixed_level: Option<&'a str>,
+    log: &'a LogHandle,
+}
+
+impl Reload<'_> {
+    /// Reads the file again and applies what may change live; returns the configuration now
+    /// running (`running` itself when the file cannot be used).
+    fn run(&self, running: Config, server: &mut Server) -> Config {
+        let Some(path) = self.path else {
+            tracing::info!("SIGHUP: started without --config: nothing to reload");
+            return running;
+        };
+        tracing::info!("SIGHUP: reloading {}", path.display());
+        let reloaded = match Config::load_checked(Some(path), self.overrides, &HostFacts::here()) {
+            Ok(checked) => {
+                for w in &checked.warnings {
+                    tracing::warn!("{w}");
+                }
+                checked.config
+            }
+            Err(e) => {
+                for line in e.to_string().lines() {
+                    tracing::error!("reload: {line}");
+                }
+                tracing::error!("reload: not applied; the running configuration stays");
+                return running;
+            }
+        };
+        let changes = Changes::between(&running, &reloaded);
+        if !changes.need_restart.is_empty() {
+            tracing::warn!(
+                "reload: changed but kept until a restart: {}",
+                changes.need_restart.join(", ")
+            );
+        }
+        if changes.log_level {
+            match self.fixed_level {
+                Some(fixed) => tracing::warn!(
+                    "reload: log.level not applied: the level is fixed to {fixed:?} by \
+                     --log-level or RUST_LOG"
+                ),
+                None => match tracing_subscriber::EnvFilter::try_new(&reloaded.log.level)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|f| Ok(self.log.reload(f)?))
+                {
+                    Ok(()) => tracing::info!("reload: log level {:?}", reloaded.log.level),
+                    Err(e) => tracing::error!("reload: log level not changed: {e}"),
+                },
+            }
+        }
+        if changes.sources {
+            if let Err(e) = server.set_sources(reloaded.sources.clone()) {
+                tracing::error!("reload: sources not changed: {e:#}");
+                return running;
+            }
+        }
+        tracing::info!(
+            "reload: done ({} source table(s){})",
+            reloaded.sources.len(),
+            if changes.sources {
+                ", changed"
+            } else {
+                ", unchanged"
+            }
+        );
+        Changes::applied(&running, &reloaded)
+    }
 }
 
 /// The counters report: one JSON line on stdout (logs go to stderr).

@@ -33,10 +33,7 @@ fn ip(net: u8, host: u8) -> Ipv4Addr {
 fn meridian(fakes: &[&FakeUpstream], clock: &str) -> Server {
     let mut text = format!("[clock]\n{clock}\n");
     for f in fakes {
-        text.push_str(&format!(
-            "\n[[source]]\naddress = \"{}\"\niburst = true\nminpoll = -2\nmaxpoll = -2\n",
-            f.addr
-        ));
+        text.push_str(&source_table(f));
     }
     let path = temp_file("discipline.toml", &text);
     let mut opts = ServerOpts::new("udp");
@@ -569,4 +566,127 @@ fn query_tells_an_unsynchronised_server_from_a_kiss_of_death() {
     );
     assert_eq!(out.status.and_then(|s| s.code()), Some(1));
     assert!(out.stdout.contains("kiss-o'-death RATE"), "{}", out.stdout);
+}
+
+/// A `[[source]]` table polling `f` every 250 ms.
+fn source_table(f: &FakeUpstream) -> String {
+    format!(
+        "\n[[source]]\naddress = \"{}\"\niburst = true\nminpoll = -2\nmaxpoll = -2\n",
+        f.addr
+    )
+}
+
+/// Starts meridian on `path`, with the log level left to the file (so a reload can change it).
+fn meridian_on_file(path: &Path) -> Server {
+    let mut opts = ServerOpts::new("udp");
+    opts.log_level = None;
+    opts.extra = vec!["--config".into(), path.display().to_string()];
+    Server::must_start(&opts)
+}
+
+#[test]
+fn sighup_reloads_sources_and_log_level_and_keeps_the_rest() {
+    let a = FakeUpstream::start(ip(8, 2), FakeBehaviour::offset(AHEAD));
+    let b = FakeUpstream::start(ip(8, 3), FakeBehaviour::offset(AHEAD));
+    // Its odd kiss code is logged at debug level only: a witness of the log level.
+    let odd = FakeUpstream::start(ip(8, 4), FakeBehaviour::offset(AHEAD).kiss(b"ABCD"));
+    let path = temp_file(
+        "reload.toml",
+        &format!(
+            "[clock]\nholdover = 600\n{}{}",
+            source_table(&a),
+            source_table(&odd)
+        ),
+    );
+    let server = meridian_on_file(&path);
+    wait_offset(&server, AHEAD, SYNC_WITHIN);
+    assert!(!server.stderr_text().contains("kiss-o'-death ABCD"));
+
+    // Source a out, b in, the log level up, and a key that needs a restart.
+    std::fs::write(
+        &path,
+        format!(
+            "[clock]\nholdover = 30\n[log]\nlevel = \"debug\"\n{}{}",
+            source_table(&b),
+            source_table(&odd)
+        ),
+    )
+    .unwrap();
+    server.signal(libc::SIGHUP);
+    let quick = Duration::from_secs(5);
+    wait_log(
+        &server,
+        &format!("source {} removed by reload", a.addr),
+        quick,
+    );
+    wait_log(&server, &format!("source {} (server", b.addr), quick);
+    wait_log(&server, "added by reload", quick);
+    wait_log(
+        &server,
+        "reload: changed but kept until a restart: clock.holdover",
+        quick,
+    );
+    wait_log(&server, "kiss-o'-death ABCD", quick);
+    let polled_a = a.request_count();
+    let polled_b = b.request_count();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        a.request_count(),
+        polled_a,
+        "a removed source is no longer polled"
+    );
+    assert!(b.request_count() > polled_b, "an added source is polled");
+    wait_offset(&server, AHEAD, SYNC_WITHIN);
+
+    // An invalid file: reported with its location; the running configuration stays.
+    std::fs::write(&path, "[clock]\nholdover = \"long\"\n").unwrap();
+    server.signal(libc::SIGHUP);
+    let located = format!(
+        "reload: {}:2:12: clock.holdover: invalid type",
+        path.display()
+    );
+    wait_log(&server, &located, quick);
+    wait_log(
+        &server,
+        "reload: not applied; the running configuration stays",
+        quick,
+    );
+    let polled_b = b.request_count();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        b.request_count() > polled_b,
+        "still polling the running sources"
+    );
+    let (r, _) = ask(&server).expect("still answering");
+    assert_eq!(r.stratum, 2, "{r:?}");
+    let stopped = server.stop();
+    assert!(stopped.status.success(), "{:?}", stopped.status);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn sighup_starts_and_stops_following_sources() {
+    let a = FakeUpstream::start(ip(9, 2), FakeBehaviour::offset(AHEAD));
+    let path = temp_file("reload-local.toml", "[clock]\nlocal-stratum = 9\n");
+    let server = meridian_on_file(&path);
+    assert_eq!(ask(&server).unwrap().0.stratum, 9, "local clock first");
+
+    std::fs::write(
+        &path,
+        format!("[clock]\nlocal-stratum = 9\n{}", source_table(&a)),
+    )
+    .unwrap();
+    server.signal(libc::SIGHUP);
+    wait_offset(&server, AHEAD, SYNC_WITHIN);
+    assert_eq!(ask(&server).unwrap().0.stratum, 2);
+
+    std::fs::write(&path, "[clock]\nlocal-stratum = 9\n").unwrap();
+    server.signal(libc::SIGHUP);
+    wait_log(&server, "reload: no sources left", Duration::from_secs(5));
+    wait_reply(&server, Duration::from_secs(5), "local clock again", |r| {
+        r.stratum == 9 && r.refid == [127, 127, 1, 1]
+    });
+    let stopped = server.stop();
+    assert!(stopped.status.success(), "{:?}", stopped.status);
+    let _ = std::fs::remove_file(&path);
 }

@@ -321,6 +321,203 @@ fn bad_command_lines_fail_fast() {
     }
 }
 
+#[test]
+fn error_messages_say_what_is_expected_once() {
+    let fail = |args: &[&str]| {
+        let out = run_meridian(args, Duration::from_secs(10));
+        assert_eq!(
+            out.status.and_then(|s| s.code()),
+            Some(1),
+            "{args:?}: {}",
+            out.all()
+        );
+        out.stderr
+    };
+    // A missing file: the OS error once.
+    let e = fail(&["serve", "--config", "/nonexistent/meridian.toml"]);
+    assert!(e.contains("cannot read /nonexistent/meridian.toml"), "{e}");
+    assert_eq!(e.matches("No such file or directory").count(), 1, "{e}");
+    // An address without a port, and no address at all.
+    let out = run_meridian(&["serve", "--listen", "127.0.0.1"], Duration::from_secs(10));
+    assert!(!out.success());
+    assert!(
+        out.stderr
+            .contains("127.0.0.1 has no port: write 127.0.0.1:123"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("invalid socket address syntax"),
+        "{}",
+        out.stderr
+    );
+    let out = run_meridian(
+        &["serve", "--listen", "ntp.example"],
+        Duration::from_secs(10),
+    );
+    assert!(
+        out.stderr.contains("expected IP:PORT, like 127.0.0.1:1123"),
+        "{}",
+        out.stderr
+    );
+    // Rust type names are not shown to operators.
+    let cfg = TempFile::new("types.toml", "[server]\nworkers = \"two\"\n");
+    let e = fail(&["serve", "--config", cfg.path()]);
+    assert!(e.contains("expected a whole number"), "{e}");
+    assert!(!e.contains("usize"), "{e}");
+}
+
+#[test]
+fn validate_lists_every_problem_with_its_location() {
+    let cfg = TempFile::new(
+        "invalid.toml",
+        "[server]\nlisten = [\"192.0.2.10:123\", \"127.0.0.1:1123\"]\ncores = [4095]\n\
+         backend = \"udp\"\ninterface = \"eth0\"\nbatch-size = 0\nworkers = \"two\"\n\
+         listn = 3\n[clock]\nleap-days = \"never\"\nholdover = -1\n",
+    );
+    let p = cfg.path();
+    let want = [
+        format!("{p}:7:11: server.workers: invalid type: string \"two\", expected a whole number"),
+        format!("{p}:8:1: unknown field `listn` in [server]"),
+        format!("{p}:10:13: clock.leap-days: unknown variant `never`"),
+        format!("{p}:6:14: server.batch-size: must be in 1..=1024, got 0"),
+        format!("{p}:11:12: clock.holdover: must be 0 or more seconds, got -1"),
+        format!("{p}:2:10: server.listen: 192.0.2.10 is not an address of this host"),
+        format!("{p}:3:9: server.cores: core 4095 is not available to this process"),
+        format!("warning: {p}:5:13: server.interface: has no effect with backend = \"udp\""),
+        format!("{p}: 7 problems, 1 warning"),
+    ];
+    let out = run_meridian(&["validate", "--config", p], Duration::from_secs(10));
+    assert_eq!(out.status.and_then(|s| s.code()), Some(1), "{}", out.all());
+    for w in &want {
+        assert!(
+            out.stderr.contains(w.as_str()),
+            "missing {w:?} in:\n{}",
+            out.stderr
+        );
+    }
+    // `serve` runs the same checks before it opens anything, and says all of it too.
+    let out = run_meridian(&["serve", "--config", p], Duration::from_secs(10));
+    assert_eq!(out.status.and_then(|s| s.code()), Some(1), "{}", out.all());
+    assert!(out.elapsed < FAIL_FAST, "took {:?}", out.elapsed);
+    for w in &want[..7] {
+        assert!(
+            out.stderr.contains(w.as_str()),
+            "missing {w:?} in:\n{}",
+            out.stderr
+        );
+    }
+    assert!(!out.stderr.contains("meridian serving"), "{}", out.stderr);
+
+    // A good file passes, with its warnings.
+    let cfg = TempFile::new("warned.toml", "[server]\nbackend = \"udp\"\nqueues = [0]\n");
+    let out = run_meridian(
+        &["validate", "--config", cfg.path()],
+        Duration::from_secs(10),
+    );
+    assert!(out.success(), "{}", out.all());
+    assert!(out.stdout.contains(": valid, 1 warning"), "{}", out.all());
+    assert!(
+        out.stderr.contains("server.queues: has no effect"),
+        "{}",
+        out.all()
+    );
+}
+
+/// The shipped example starts as it is, unprivileged-safe: loopback only, virtual clock,
+/// placeholder sources on loopback (so it serves "unsynchronised" until they are replaced).
+#[test]
+fn the_example_configuration_runs_as_shipped() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/meridian.example.toml");
+    let out = run_meridian(
+        &["validate", "--config", &example.display().to_string()],
+        Duration::from_secs(10),
+    );
+    assert!(out.success(), "{}", out.all());
+    assert!(out.stdout.contains("valid"), "{}", out.all());
+    assert!(
+        !out.stderr.contains("warning"),
+        "no warning as shipped: {}",
+        out.all()
+    );
+
+    // As shipped it listens on 127.0.0.1:1123; if that port is busy here, the same file is
+    // served on another port (everything else as shipped).
+    let text = std::fs::read_to_string(&example).unwrap();
+    let shipped = UdpSocket::bind((Ipv4Addr::LOCALHOST, 1123)).is_ok();
+    let (path, port, _copy) = if shipped {
+        (example.display().to_string(), 1123, None)
+    } else {
+        let port = common::free_port(true, false).expect("a free port");
+        eprintln!("127.0.0.1:1123 is busy here: serving the example on port {port}");
+        let copy = TempFile::new(
+            "example.toml",
+            &text.replace("127.0.0.1:1123", &format!("127.0.0.1:{port}")),
+        );
+        (copy.path().to_owned(), port, Some(copy))
+    };
+    let mut child = common::ChildGuard::new(
+        Command::new(MERIDIAN)
+            .args(["serve", "--config", &path])
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawning meridian"),
+    );
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let reply = (0..50).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        common::exchange(
+            addr,
+            &common::request(4, 3, common::ntp_now()),
+            Duration::from_millis(200),
+        )
+    });
+    let reply = common::parse_reply(&reply.expect("the example answers"));
+    assert_eq!(
+        (reply.leap, reply.stratum),
+        (3, 0),
+        "unsynchronised: {reply:?}"
+    );
+    let out = run_meridian(
+        &["query", &addr.to_string(), "--timeout", "1"],
+        Duration::from_secs(10),
+    );
+    assert!(
+        out.stdout.contains("server is not synchronised"),
+        "{}",
+        out.all()
+    );
+    child.signal(libc::SIGTERM);
+    let status = child
+        .wait_timeout(Duration::from_secs(5))
+        .expect("stops on SIGTERM");
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn sighup_without_a_config_file_keeps_serving() {
+    let server = Server::must_start(&ServerOpts::new("udp"));
+    assert_answers(server.addr());
+    server.signal(libc::SIGHUP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !server
+        .stderr_text()
+        .contains("started without --config: nothing to reload")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            server.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_answers(server.addr());
+    let stopped = server.stop();
+    assert_eq!(stopped.status.code(), Some(0), "{}", stopped.stderr);
+}
+
 /// A stop signal in the middle of a flood still ends the server within a second, with a
 /// report that counts the flood.
 #[test]

@@ -3,12 +3,10 @@
 /// A configuration that could not be read or is invalid.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    /// The file could not be read (the OS error is part of the message, not a source, so it
+    /// is printed once).
+    #[error("cannot read {path}: {error}")]
+    Io { path: String, error: std::io::Error },
     /// Anything else, already formatted.
     #[error("{0}")]
     Invalid(String),
@@ -75,6 +73,29 @@ pub(super) fn problems_to_string(file: Option<&str>, problems: &[Problem]) -> St
         .join("\n")
 }
 
+/// serde names the Rust type it wanted (`expected usize`); operators read "a whole number".
+pub(super) fn plain_words(message: &str) -> String {
+    const TYPES: [(&str, &str); 10] = [
+        ("usize", "a whole number (0 or more)"),
+        ("u64", "a whole number (0 or more)"),
+        ("u32", "a whole number from 0 to 4294967295"),
+        ("u16", "a whole number from 0 to 65535"),
+        ("u8", "a whole number from 0 to 255"),
+        ("i64", "a whole number"),
+        ("i32", "a whole number"),
+        ("i8", "a whole number from -128 to 127"),
+        ("f64", "a number"),
+        ("f32", "a number"),
+    ];
+    for (rust, words) in TYPES {
+        let needle = format!("expected {rust}");
+        if let Some(rest) = message.strip_suffix(needle.as_str()) {
+            return format!("{rest}expected {words}");
+        }
+    }
+    message.to_owned()
+}
+
 /// Problems collected by the rules of every section, in key order.
 #[derive(Debug, Default)]
 pub struct Problems(pub Vec<Problem>);
@@ -106,6 +127,23 @@ pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rust_type_names_become_words() {
+        assert_eq!(
+            plain_words("invalid type: string \"two\", expected usize"),
+            "invalid type: string \"two\", expected a whole number (0 or more)"
+        );
+        assert_eq!(
+            plain_words("invalid value: integer `300`, expected u8"),
+            "invalid value: integer `300`, expected a whole number from 0 to 255"
+        );
+        assert_eq!(
+            plain_words("invalid type: string \"x\", expected f64"),
+            "invalid type: string \"x\", expected a number"
+        );
+        assert_eq!(plain_words("expected a boolean"), "expected a boolean");
+    }
 
     #[test]
     fn line_col_counts_characters() {

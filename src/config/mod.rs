@@ -3,12 +3,15 @@
 //!
 //! One module per section (`server`, `clock`, `source`, `log`), each with its types, defaults
 //! and rules; `validate` runs them all and adds the rules that span sections; `error` words the
-//! problems and `spans` finds their lines. A new section is a new module plus one line in
+//! problems and `spans` finds their lines; `host` checks what needs this machine, and `reload`
+//! says what a SIGHUP may change live. A new section is a new module plus one line in
 //! [`Config`] and one in `validate`.
 
 mod clock;
 mod error;
+mod host;
 mod log;
+mod reload;
 mod server;
 mod source;
 mod spans;
@@ -21,7 +24,9 @@ use serde::Deserialize;
 
 pub use clock::{ClockConfig, ClockMode, LeapDays, MAX_SMEAR_WINDOW};
 pub use error::{ConfigError, Problem, Problems};
+pub use host::HostFacts;
 pub use log::LogConfig;
+pub use reload::Changes;
 pub use server::{BackendKind, ServerConfig, XdpMode, MAX_BATCH_SIZE, MAX_QUEUE, MAX_WORKERS};
 pub use source::{
     split_host_port, SourceConfig, SourceKind, DEFAULT_MAXPOLL, DEFAULT_MINPOLL,
@@ -43,15 +48,102 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
 }
 
+/// At most this many problems are reported from one file.
+const MAX_REPORTED: usize = 64;
+
+/// What [`Config::check_file`] found.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The configuration, when the file could be read into one (with the values of the wrong
+    /// type left at their defaults); usable only when `errors` is empty.
+    pub config: Option<Config>,
+    /// Every problem, worded `file:line:col: key: message`, the type errors first.
+    pub errors: Vec<String>,
+    /// Keys without effect and the like, worded the same way.
+    pub warnings: Vec<String>,
+}
+
+/// `text` with its 1-based line `line` commented out (line numbers stay the same).
+fn set_aside(text: &str, line: usize) -> String {
+    text.split_inclusive('\n')
+        .enumerate()
+        .map(|(i, l)| {
+            if i + 1 == line {
+                format!("#{l}")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect()
+}
+
+/// A configuration that passed every check, and what was worth a warning (worded
+/// `file:line:col: key: message`).
+#[derive(Clone, Debug)]
+pub struct Checked {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+/// The `meridian serve` flags that replace keys of the file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// Non-empty: replaces `server.listen`.
+    pub listen: Vec<SocketAddr>,
+    pub workers: Option<usize>,
+    pub backend: Option<BackendKind>,
+    /// Non-empty: replaces `server.interface`.
+    pub interface: Vec<String>,
+    pub xdp_mode: Option<XdpMode>,
+}
+
+impl Overrides {
+    /// Applies the flags to `config`; returns the keys they replaced.
+    pub fn apply(&self, config: &mut Config) -> Vec<&'static str> {
+        config.apply_overrides(&self.listen, self.workers, self.backend);
+        config.apply_xdp_overrides(&self.interface, self.xdp_mode);
+        let mut keys = Vec::new();
+        for (key, set) in [
+            ("server.listen", !self.listen.is_empty()),
+            ("server.workers", self.workers.is_some()),
+            ("server.backend", self.backend.is_some()),
+            ("server.interface", !self.interface.is_empty()),
+            ("server.xdp-mode", self.xdp_mode.is_some()),
+        ] {
+            if set {
+                keys.push(key);
+            }
+        }
+        keys
+    }
+}
+
+/// Points each problem at its value in `text`; a key set on the command line (`replaced`) is
+/// said to come from there instead.
+fn locate(problems: Vec<Problem>, text: &str, replaced: &[&str]) -> Vec<Problem> {
+    let spans = value_spans(text);
+    problems
+        .into_iter()
+        .map(|mut p| {
+            if replaced.contains(&p.key.as_str()) {
+                p.message.push_str(" (set on the command line)");
+            } else {
+                p.location = spans.get(&p.key).map(|&offset| line_col(text, offset));
+            }
+            p
+        })
+        .collect()
+}
+
 impl Config {
     /// Reads and validates a file; `None` gives the built-in defaults.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let Some(path) = path else {
             return Ok(Config::default());
         };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         Config::parse(&text, &path.display().to_string())
     }
@@ -63,18 +155,94 @@ impl Config {
         if problems.is_empty() {
             return Ok(config);
         }
-        let spans = value_spans(text);
-        let problems = problems
-            .into_iter()
-            .map(|mut p| {
-                p.location = spans.get(&p.key).map(|&offset| line_col(text, offset));
-                p
-            })
-            .collect();
         Err(ConfigError::Validation {
             file: Some(name.to_owned()),
-            problems,
+            problems: locate(problems, text, &[]),
         })
+    }
+
+    /// Everything `meridian validate` checks, and `meridian serve` before it touches
+    /// anything: reads `path` (or takes the defaults), applies the command-line `overrides`,
+    /// then runs every rule, those of the file and those of this `host`. Only an unreadable
+    /// file is an `Err`; every problem found is in the report, worded with its location.
+    ///
+    /// A value of the wrong type stops serde at the first one, so its line is set aside (as
+    /// if commented out) and the file read again, until all such values are found (or a
+    /// line set aside breaks the syntax); the rules then run on what remains.
+    pub fn check_file(
+        path: Option<&Path>,
+        overrides: &Overrides,
+        host: &HostFacts,
+    ) -> Result<Report, ConfigError> {
+        let (text, name) = match path {
+            Some(path) => (
+                std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
+                    path: path.display().to_string(),
+                    error,
+                })?,
+                path.display().to_string(),
+            ),
+            None => (String::new(), "configuration".to_owned()),
+        };
+        let mut errors = Vec::new();
+        let mut readable = text.clone();
+        let config = loop {
+            match Config::deserialize_located(&readable, &name) {
+                Ok(config) => break Some(config),
+                Err(e) => {
+                    let ConfigError::Parse { line, key, .. } = &e else {
+                        errors.push(e.to_string());
+                        break None;
+                    };
+                    let typed = key.is_some() || e.to_string().contains("unknown field");
+                    if !errors.is_empty() && !typed {
+                        break None; // most likely caused by a line set aside: not the user's
+                    }
+                    errors.push(e.to_string());
+                    if !typed || errors.len() >= MAX_REPORTED {
+                        break None;
+                    }
+                    readable = set_aside(&readable, *line);
+                }
+            }
+        };
+        let mut warnings = Vec::new();
+        if let Some(mut config) = config {
+            let replaced = overrides.apply(&mut config);
+            let mut problems = Problems(config.problems());
+            let mut warned = Problems::default();
+            config.host_problems(host, &mut problems, &mut warned);
+            let word = |p: &Problem| error::located(&name, p.location, Some(&p.key), &p.message);
+            errors.extend(locate(problems.0, &text, &replaced).iter().map(word));
+            warnings.extend(locate(warned.0, &text, &replaced).iter().map(word));
+            return Ok(Report {
+                config: Some(config),
+                errors,
+                warnings,
+            });
+        }
+        Ok(Report {
+            config: None,
+            errors,
+            warnings,
+        })
+    }
+
+    /// [`Config::check_file`], for starting: the configuration and its warnings, or every
+    /// problem as one error.
+    pub fn load_checked(
+        path: Option<&Path>,
+        overrides: &Overrides,
+        host: &HostFacts,
+    ) -> Result<Checked, ConfigError> {
+        let report = Config::check_file(path, overrides, host)?;
+        match report.config {
+            Some(config) if report.errors.is_empty() => Ok(Checked {
+                config,
+                warnings: report.warnings,
+            }),
+            _ => Err(ConfigError::Invalid(report.errors.join("\n"))),
+        }
     }
 
     /// Checks the value ranges; for configurations built or changed in code (CLI overrides).
@@ -136,6 +304,7 @@ impl Config {
                 .collect::<Vec<_>>()
                 .join(", ");
             let span = inner.span().unwrap_or(0..0);
+            let message = error::plain_words(&message);
             let message = if message == "invalid socket address syntax" {
                 // std's message omits the value and the expected form.
                 let value = text.get(span).unwrap_or("").trim();
@@ -389,7 +558,7 @@ level = "meridian=trace,warn"
         vec![
             (
                 "[server]\nlisten = [\"0.0.0.0:123\"]\nworkers = \"two\"\n",
-                "meridian.toml:3:11: server.workers: invalid type: string \"two\", expected usize"
+                "meridian.toml:3:11: server.workers: invalid type: string \"two\", expected a whole number (0 or more)"
                     .to_owned(),
             ),
             (
@@ -443,7 +612,7 @@ level = "meridian=trace,warn"
         let e = err("# comment\n\n[server]\nworkers = \"two\"\n");
         assert_eq!(
             e,
-            "meridian.toml:4:11: server.workers: invalid type: string \"two\", expected usize"
+            "meridian.toml:4:11: server.workers: invalid type: string \"two\", expected a whole number (0 or more)"
         );
         let e = err("[server]\nlisten = [\"0.0.0.0:123\", \"nonsense\"]\n");
         assert_eq!(

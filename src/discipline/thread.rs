@@ -110,6 +110,8 @@ pub struct SourceStatus {
 pub struct DisciplineThread {
     handle: Option<std::thread::JoinHandle<()>>,
     status: Arc<Mutex<Vec<SourceStatus>>>,
+    /// A new source list for the thread to take up (a reload).
+    pending: Arc<Mutex<Option<Vec<config::SourceConfig>>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -166,7 +168,9 @@ impl DisciplineThread {
             );
         }
         let status = Arc::new(Mutex::new(Vec::new()));
+        let pending = Arc::new(Mutex::new(None));
         let mut runner = Runner::new(settings, shared, status.clone(), system);
+        runner.pending = pending.clone();
         let stop_thread = stop.clone();
         let handle = std::thread::Builder::new()
             .name("meridian-discipline".into())
@@ -175,8 +179,18 @@ impl DisciplineThread {
         Ok(DisciplineThread {
             handle: Some(handle),
             status,
+            pending,
             stop,
         })
+    }
+
+    /// Replaces the configured sources (a reload): sources no longer listed are dropped,
+    /// new ones are resolved and polled, unchanged ones keep their state. Taken up by the
+    /// thread within ~100 ms.
+    pub fn set_sources(&self, sources: Vec<config::SourceConfig>) {
+        if let Ok(mut p) = self.pending.lock() {
+            *p = Some(sources);
+        }
     }
 
     /// The sources as of the last update.
@@ -269,6 +283,23 @@ struct Origin {
     dropped: Vec<SourceStatus>,
 }
 
+impl Origin {
+    fn new(cfg: &config::SourceConfig, now: Instant) -> Origin {
+        let (host, port) = cfg
+            .host_port()
+            .unwrap_or((cfg.address.clone(), config::NTP_PORT));
+        Origin {
+            cfg: cfg.clone(),
+            host,
+            port,
+            banned: HashSet::new(),
+            next_resolve: now,
+            resolve_backoff: Duration::from_secs(1),
+            dropped: Vec::new(),
+        }
+    }
+}
+
 struct Runner {
     settings: DisciplineSettings,
     core: Discipline,
@@ -279,6 +310,8 @@ struct Runner {
     origins: Vec<Origin>,
     peers: Vec<Peer>,
     next_id: u32,
+    /// Where a reload leaves a new source list.
+    pending: Arc<Mutex<Option<Vec<config::SourceConfig>>>>,
     /// The last estimate's offset (core time = free time + this).
     last_offset: f64,
     last_status: Option<SyncStatus>,
@@ -299,20 +332,7 @@ impl Runner {
         let origins = settings
             .sources
             .iter()
-            .map(|cfg| {
-                let (host, port) = cfg
-                    .host_port()
-                    .unwrap_or((cfg.address.clone(), config::NTP_PORT));
-                Origin {
-                    cfg: cfg.clone(),
-                    host,
-                    port,
-                    banned: HashSet::new(),
-                    next_resolve: now,
-                    resolve_backoff: Duration::from_secs(1),
-                    dropped: Vec::new(),
-                }
-            })
+            .map(|cfg| Origin::new(cfg, now))
             .collect();
         let core = Discipline::new(settings.core_config());
         let leap = LeapState::new(
@@ -330,6 +350,7 @@ impl Runner {
             origins,
             peers: Vec::new(),
             next_id: 0,
+            pending: Arc::new(Mutex::new(None)),
             last_offset: 0.0,
             last_status: None,
             core_epoch: 0,
@@ -351,6 +372,10 @@ impl Runner {
         let mut next_update = Instant::now() + UPDATE_EVERY;
         let mut buf = [0u8; MAX_PACKET_LEN + 1];
         while !stop.load(Ordering::Relaxed) {
+            let reloaded = self.pending.lock().ok().and_then(|mut p| p.take());
+            if let Some(sources) = reloaded {
+                self.set_sources(sources);
+            }
             let now = Instant::now();
             self.resolve_due(now);
             for i in 0..self.peers.len() {
@@ -407,6 +432,50 @@ impl Runner {
             }
         }
         tracing::info!("discipline: stopped");
+    }
+
+    /// Takes up a reloaded source list: an origin whose configuration is unchanged keeps its
+    /// peers and their state; the others are dropped, and the new ones resolved next.
+    fn set_sources(&mut self, sources: Vec<config::SourceConfig>) {
+        let now = Instant::now();
+        let mut old: Vec<Option<Origin>> = std::mem::take(&mut self.origins)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut remap: Vec<Option<usize>> = vec![None; old.len()];
+        for cfg in &sources {
+            let kept = old
+                .iter()
+                .position(|o| o.as_ref().is_some_and(|o| o.cfg == *cfg));
+            match kept {
+                Some(i) => {
+                    remap[i] = Some(self.origins.len());
+                    self.origins.push(old[i].take().expect("position found it"));
+                }
+                None => {
+                    tracing::info!("discipline: source {} added by reload", describe(cfg));
+                    self.origins.push(Origin::new(cfg, now));
+                }
+            }
+        }
+        for o in old.into_iter().flatten() {
+            tracing::info!("discipline: source {} removed by reload", o.cfg.address);
+        }
+        let mut peers = std::mem::take(&mut self.peers);
+        peers.retain_mut(|p| match remap[p.origin] {
+            Some(i) => {
+                p.origin = i;
+                true
+            }
+            None => {
+                self.core.remove_source(p.id);
+                tracing::info!("discipline: source {} no longer polled", p.sock.peer());
+                false
+            }
+        });
+        self.peers = peers;
+        self.settings.sources = sources;
+        self.write_status();
     }
 
     /// Resolves the sources whose time has come: a server until it has its address, a pool

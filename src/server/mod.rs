@@ -14,7 +14,7 @@ use crossbeam::utils::CachePadded;
 use serde::Serialize;
 
 use crate::clock::{ClockSnapshot, SharedClock};
-use crate::config::{BackendKind, Config};
+use crate::config::{BackendKind, ClockConfig, Config, SourceConfig};
 use crate::discipline::thread::{DisciplineSettings, DisciplineThread, SourceStatus};
 use crate::io::{self, Opened, WorkerContext};
 use crate::sys;
@@ -165,6 +165,8 @@ pub struct Server {
     last_refresh: Instant,
     /// The discipline thread, the clock's writer when sources are configured.
     discipline: Option<DisciplineThread>,
+    /// What a discipline thread started by a reload is given.
+    clock_config: ClockConfig,
     pub bound: Vec<SocketAddr>,
 }
 
@@ -197,10 +199,12 @@ impl Server {
                 clock: opts.clock.clone(),
                 precision,
             };
+            // Its own stop flag: a reload may stop it alone; shutdown() stops it after the
+            // workers.
             Some(DisciplineThread::spawn(
                 settings,
                 clock.clone(),
-                stop.clone(),
+                Arc::new(AtomicBool::new(false)),
             )?)
         };
 
@@ -265,6 +269,7 @@ impl Server {
             precision,
             last_refresh: Instant::now(),
             discipline,
+            clock_config: opts.clock.clone(),
             bound: opened.bound,
         })
     }
@@ -285,6 +290,40 @@ impl Server {
             ));
             self.last_refresh = Instant::now();
         }
+    }
+
+    /// Takes up a reloaded `[[source]]` list: the discipline thread adjusts its sources, is
+    /// started when the first sources appear, and stopped (the local clock served again)
+    /// when the last go.
+    pub fn set_sources(&mut self, sources: Vec<SourceConfig>) -> anyhow::Result<()> {
+        match (&self.discipline, sources.is_empty()) {
+            (Some(d), false) => d.set_sources(sources),
+            (Some(_), true) => {
+                if let Some(d) = self.discipline.take() {
+                    d.join();
+                }
+                tracing::info!(
+                    "reload: no sources left: serving the local clock at stratum {}",
+                    self.local_stratum
+                );
+                self.last_refresh = Instant::now() - LOCAL_REFRESH;
+                self.tick();
+            }
+            (None, false) => {
+                let settings = DisciplineSettings {
+                    sources,
+                    clock: self.clock_config.clone(),
+                    precision: self.precision,
+                };
+                self.discipline = Some(DisciplineThread::spawn(
+                    settings,
+                    self.clock.clone(),
+                    Arc::new(AtomicBool::new(false)),
+                )?);
+            }
+            (None, true) => {}
+        }
+        Ok(())
     }
 
     /// Current counters, per worker and in total.

@@ -216,6 +216,8 @@ pub struct ServerOpts {
     pub workers: Option<usize>,
     /// Further arguments after `serve` (e.g. `--config FILE`).
     pub extra: Vec<String>,
+    /// `--log-level`; `None` leaves the level to the config file's `log.level`.
+    pub log_level: Option<String>,
 }
 
 impl ServerOpts {
@@ -227,6 +229,7 @@ impl ServerOpts {
             wildcard: false,
             workers: Some(1),
             extra: Vec::new(),
+            log_level: Some("info".to_owned()),
         }
     }
     pub fn ipv6_only(mut self) -> Self {
@@ -336,9 +339,11 @@ impl Server {
         if let Some(n) = opts.workers {
             cmd.args(["--workers", &n.to_string()]);
         }
-        cmd.args(["--backend", &opts.backend])
-            .args(["--log-level", "info"])
-            .args(&opts.extra)
+        cmd.args(["--backend", &opts.backend]);
+        if let Some(level) = &opts.log_level {
+            cmd.args(["--log-level", level]);
+        }
+        cmd.args(&opts.extra)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -394,6 +399,11 @@ impl Server {
 
     pub fn pid(&self) -> i32 {
         self.guard.pid()
+    }
+
+    /// Sends `sig` (e.g. `libc::SIGHUP`) to the server.
+    pub fn signal(&self, sig: i32) {
+        self.guard.signal(sig);
     }
 
     /// The IPv4 address (panics if the server was started without one).
