@@ -74,7 +74,7 @@ fn hostile_shapes() -> Vec<(&'static str, &'static str, Vec<u8>)> {
 fn hostile_datagrams_are_dropped_and_counted() {
     let v6 = ipv6_available();
     if !v6 {
-        eprintln!("SKIP: IPv6 part: [::1] is not available");
+        common::skip_notice("IPv6 part: [::1] is not available");
     }
     for backend in backends() {
         let mut opts = ServerOpts::new(backend);

@@ -76,7 +76,7 @@ fn port_already_in_use_fails_fast() {
     if ipv6_available() {
         holders.push(UdpSocket::bind("[::1]:0").expect("bind [::1]"));
     } else {
-        eprintln!("SKIP: IPv6 part: [::1] is not available");
+        common::skip_notice("IPv6 part: [::1] is not available");
     }
     let cases: Vec<(&str, SocketAddr)> = backends()
         .into_iter()
@@ -141,6 +141,11 @@ fn as_nobody(args: &[&str]) -> Result<common::RunOutput, String> {
     if !Path::new("/usr/bin/setpriv").exists() && !Path::new("/bin/setpriv").exists() {
         return Err("setpriv is not installed (util-linux)".into());
     }
+    // A copy in the temp dir: the build tree may sit below a directory uid 65534 cannot
+    // search (a clone under /root, say).
+    let copy =
+        TempFile(std::env::temp_dir().join(format!("meridian-nobody-{}", std::process::id())));
+    std::fs::copy(MERIDIAN, &copy.0).map_err(|e| format!("copying {MERIDIAN}: {e}"))?;
     let run = |extra: &[&str]| {
         run_bounded(
             Command::new("setpriv")
@@ -149,8 +154,8 @@ fn as_nobody(args: &[&str]) -> Result<common::RunOutput, String> {
                     "--regid=65534",
                     "--clear-groups",
                     "--inh-caps=-all",
-                    MERIDIAN,
                 ])
+                .arg(&copy.0)
                 .args(extra),
             Duration::from_secs(10),
         )

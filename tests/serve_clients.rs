@@ -367,7 +367,7 @@ fn wildcard_listeners_reply_from_the_request_destination() {
         if ipv6_available() {
             opts.ipv6 = true;
         } else {
-            eprintln!("SKIP: IPv6 part: [::1] is not available");
+            common::skip_notice("IPv6 part: [::1] is not available");
         }
         let server = Server::must_start(&opts);
         let mut targets = vec![server.addr4()];

@@ -10,7 +10,7 @@ use common::*;
 #[test]
 fn buffer_ring_exhaustion_does_not_stall() {
     if !backends().contains(&"io-uring") {
-        eprintln!("SKIP: io_uring backend unavailable on this machine");
+        skip_notice("io_uring backend unavailable on this machine");
         return;
     }
     // batch-size 1 gives the smallest buffer ring (16 buffers), so a burst must exhaust it.

@@ -174,7 +174,10 @@ fn hardware_variant_is_device_bound() {
         let prog = match XdpProgram::load(&cfg, &map) {
             Ok(p) => p,
             Err(Error::KfuncMissing(k)) => {
-                eprintln!("SKIP hardware_variant_is_device_bound: kernel has no {k}");
+                common::skip_notice(
+                    "hardware_variant_is_device_bound",
+                    &format!("kernel has no {k}"),
+                );
                 return;
             }
             Err(e) => panic!("{e}"),

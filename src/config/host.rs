@@ -38,6 +38,22 @@ impl HostFacts {
     }
 }
 
+/// Why `clock.mode = "system"` cannot run on this host, if it cannot: it exists on Linux only
+/// and needs CAP_SYS_TIME.
+pub fn system_mode_refusal(linux: bool, may_set_clock: bool) -> Option<&'static str> {
+    if !linux {
+        Some("\"system\" is implemented only on Linux; use \"virtual\"")
+    } else if !may_set_clock {
+        Some(
+            "\"system\" adjusts the OS clock and needs the CAP_SYS_TIME capability (run as \
+             root, or `setcap cap_sys_time+ep` on the binary, or AmbientCapabilities=\
+             CAP_SYS_TIME under systemd); \"virtual\" never touches it",
+        )
+    } else {
+        None
+    }
+}
+
 impl Config {
     /// Problems that make the configuration unusable on this host (`errors`) and keys that
     /// have no effect as configured (`warnings`).
@@ -115,14 +131,10 @@ impl Config {
         let c = &self.clock;
         match c.mode {
             ClockMode::System => {
-                if !host.may_set_clock {
-                    errors.add(
-                        "clock.mode",
-                        "\"system\" adjusts the OS clock and needs the CAP_SYS_TIME capability \
-                         (run as root, or AmbientCapabilities=CAP_SYS_TIME under systemd); \
-                         \"virtual\" never touches it"
-                            .to_owned(),
-                    );
+                if let Some(why) =
+                    system_mode_refusal(cfg!(target_os = "linux"), host.may_set_clock)
+                {
+                    errors.add("clock.mode", why.to_owned());
                 }
                 if let Some(path) = &c.drift_file {
                     let dir = path
@@ -193,12 +205,23 @@ mod tests {
                 "server.cores: core 2 is not available to this process (available: [0, 1])",
                 "server.interface: no interface \"eth9\" on this host",
                 "clock.mode: \"system\" adjusts the OS clock and needs the CAP_SYS_TIME \
-                 capability (run as root, or AmbientCapabilities=CAP_SYS_TIME under systemd); \
-                 \"virtual\" never touches it",
+                 capability (run as root, or `setcap cap_sys_time+ep` on the binary, or \
+                 AmbientCapabilities=CAP_SYS_TIME under systemd); \"virtual\" never touches it",
                 "clock.drift-file: directory /nonexistent-dir does not exist",
             ]
         );
         assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
+    fn system_mode_needs_linux_and_the_capability() {
+        assert_eq!(system_mode_refusal(true, true), None);
+        assert!(system_mode_refusal(true, false)
+            .unwrap()
+            .contains("CAP_SYS_TIME"));
+        assert!(system_mode_refusal(false, true)
+            .unwrap()
+            .contains("only on Linux"));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use serde::Deserialize;
 
 pub use clock::{ClockConfig, ClockMode, LeapDays, MAX_SMEAR_WINDOW};
 pub use error::{ConfigError, Problem, Problems};
-pub use host::HostFacts;
+pub use host::{system_mode_refusal, HostFacts};
 pub use log::LogConfig;
 pub use reload::Changes;
 pub use server::{BackendKind, ServerConfig, XdpMode, MAX_BATCH_SIZE, MAX_QUEUE, MAX_WORKERS};

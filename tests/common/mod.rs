@@ -25,9 +25,20 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 #[macro_export]
 macro_rules! skip {
     ($($arg:tt)*) => {{
-        eprintln!("SKIP: {}", format!($($arg)*));
+        $crate::common::skip_notice(&format!($($arg)*));
         return;
     }};
+}
+
+/// Says why a test or part of one does not run here. With `MERIDIAN_REQUIRE_ALL=1` (set by
+/// `.ci/run`, where everything is installed) a skip is a failure instead.
+pub fn skip_notice(reason: &str) {
+    let required = std::env::var_os("MERIDIAN_REQUIRE_ALL").is_some_and(|v| v == "1");
+    assert!(
+        !required,
+        "MERIDIAN_REQUIRE_ALL=1, but this would be skipped: {reason}"
+    );
+    eprintln!("SKIP: {reason}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -506,13 +517,13 @@ pub fn backends() -> Vec<&'static str> {
                     if stopped.status.success() {
                         v.push("io-uring");
                     } else {
-                        eprintln!(
-                            "SKIP: backend io-uring: started but did not stop cleanly ({}): {}",
+                        skip_notice(&format!(
+                            "backend io-uring: started but did not stop cleanly ({}): {}",
                             stopped.status, stopped.stderr
-                        );
+                        ));
                     }
                 }
-                Err(e) => eprintln!("SKIP: backend io-uring not tested: {e}"),
+                Err(e) => skip_notice(&format!("backend io-uring not tested: {e}")),
             }
             v
         })

@@ -1,6 +1,17 @@
 //! Shared helpers for the kernel-facing tests: privilege checks and hand-built frames.
 #![allow(dead_code)]
 
+/// Says why a test does not run here. With `MERIDIAN_REQUIRE_ALL=1` (set by `.ci/run`, where
+/// everything is present) a skip is a failure instead.
+pub fn skip_notice(test: &str, reason: &str) {
+    let required = std::env::var_os("MERIDIAN_REQUIRE_ALL").is_some_and(|v| v == "1");
+    assert!(
+        !required,
+        "MERIDIAN_REQUIRE_ALL=1, but {test} would be skipped: {reason}"
+    );
+    eprintln!("SKIP {test}: {reason}");
+}
+
 /// Returns `true` (after printing why) when this process cannot use bpf(2) for XDP.
 pub fn skip_without_bpf(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -8,7 +19,10 @@ pub fn skip_without_bpf(test: &str) -> bool {
     match meridian_bpf::probe() {
         Ok(()) => false,
         Err(e) => {
-            eprintln!("SKIP {test}: bpf(2) unavailable (euid {euid}, need root or CAP_BPF): {e}");
+            skip_notice(
+                test,
+                &format!("bpf(2) unavailable (euid {euid}, need root or CAP_BPF): {e}"),
+            );
             true
         }
     }
@@ -158,14 +172,17 @@ impl Netns {
         {
             Ok(o) if o.status.success() => Some(Netns { name }),
             Ok(o) => {
-                eprintln!(
-                    "SKIP {test}: `ip netns add` failed: {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
+                skip_notice(
+                    test,
+                    &format!(
+                        "`ip netns add` failed: {}",
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    ),
                 );
                 None
             }
             Err(e) => {
-                eprintln!("SKIP {test}: cannot run `ip` (iproute2): {e}");
+                skip_notice(test, &format!("cannot run `ip` (iproute2): {e}"));
                 None
             }
         }
@@ -224,7 +241,7 @@ pub fn load_test_program(
     match meridian_bpf::XdpProgram::load(&cfg, map) {
         Ok(p) => Some(p),
         Err(meridian_bpf::Error::KfuncMissing(k)) => {
-            eprintln!("SKIP {test}: kernel has no {k}");
+            skip_notice(test, &format!("kernel has no {k}"));
             None
         }
         Err(e) => panic!("{e}"),
