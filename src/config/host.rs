@@ -86,10 +86,17 @@ impl Config {
         let xdp_possible = matches!(s.backend, BackendKind::Xdp | BackendKind::Auto);
         if xdp_possible && cfg!(target_os = "linux") {
             for name in &s.interface {
-                if !(host.interface_exists)(name) {
-                    errors.add(
+                if (host.interface_exists)(name) {
+                    continue;
+                }
+                let missing = format!("no interface {name:?} on this host");
+                if s.backend == BackendKind::Xdp {
+                    errors.add("server.interface", missing);
+                } else {
+                    // auto falls back to io-uring or udp, and says so when it starts.
+                    warnings.add(
                         "server.interface",
-                        format!("no interface {name:?} on this host"),
+                        format!("{missing}: auto will not use xdp"),
                     );
                 }
             }
@@ -195,7 +202,7 @@ mod tests {
     fn host_errors() {
         let (e, w) = check(
             "[server]\nlisten = [\"127.0.0.1:123\", \"192.0.2.10:123\"]\ncores = [1, 2]\n\
-             interface = [\"eth0\", \"eth9\"]\n[clock]\nmode = \"system\"\n\
+             backend = \"xdp\"\ninterface = [\"eth0\", \"eth9\"]\n[clock]\nmode = \"system\"\n\
              drift-file = \"/nonexistent-dir/drift\"\n",
         );
         assert_eq!(
@@ -247,6 +254,13 @@ mod tests {
                 "clock.local-fallback: has no effect without [[source]] tables (the local \
                  clock is served anyway)",
             ]
+        );
+        // With auto, a missing interface means no xdp, said when it starts.
+        let (e, w) = check("[server]\ninterface = \"eth9\"\n");
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(
+            w,
+            ["server.interface: no interface \"eth9\" on this host: auto will not use xdp"]
         );
         // The defaults raise nothing.
         let (e, w) = check("");
