@@ -4,6 +4,9 @@
 //!
 //! `cargo bench --bench hot_path` (criterion, no plotting features).
 
+// Integration tests and benchmarks run on real time.
+#![allow(clippy::disallowed_methods)]
+
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

@@ -1,14 +1,27 @@
 //! meridian: a carrier-scale NTP server.
 //!
 //! See `docs/architecture.md` for the path of one request through these modules.
+//!
+//! Boundaries the compiler enforces: `unsafe` only in `io/` and `sys/` (every block with a
+//! `// SAFETY:` comment, `clippy::undocumented_unsafe_blocks`); clocks are read only in `sys/`
+//! and the thin shells that must (the backends' loops, the discipline thread, the runtime, the
+//! query command), so the protocol core, the discipline core and the configuration get time
+//! passed in (`clippy.toml` disallows `Instant::now`, `SystemTime::now` and `clock_gettime`
+//! elsewhere).
+
+#![deny(unsafe_code)]
 
 pub mod clock;
 pub mod config;
 pub mod discipline;
+#[allow(unsafe_code, clippy::disallowed_methods)]
 pub mod io;
 pub mod proto;
+#[allow(clippy::disallowed_methods)]
 pub mod query;
+#[allow(clippy::disallowed_methods)]
 pub mod server;
+#[allow(unsafe_code, clippy::disallowed_methods)]
 pub mod sys;
 
 #[cfg(test)]

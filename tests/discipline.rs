@@ -6,6 +6,9 @@
 //! seconds. Everything stays on 127.0.0.0/8; every process is killed by PID on every path (the
 //! guards in `common`), every wait has a deadline.
 
+// Integration tests and benchmarks run on real time.
+#![allow(clippy::disallowed_methods)]
+
 #[macro_use]
 mod common;
 

@@ -1,6 +1,9 @@
 //! Datagrams a server must not answer, the odd shapes it must answer, and the counters that
 //! account for every one of them — against the real process, for every backend.
 
+// Integration tests and benchmarks run on real time.
+#![allow(clippy::disallowed_methods)]
+
 #[macro_use]
 mod common;
 

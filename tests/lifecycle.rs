@@ -1,6 +1,9 @@
 //! Starting and stopping: signals, the exit report, and start-up failures that must be fast and
 //! say what is wrong.
 
+// Integration tests and benchmarks run on real time.
+#![allow(clippy::disallowed_methods)]
+
 #[macro_use]
 mod common;
 

@@ -1,6 +1,9 @@
 //! Real clients against a real server: meridian's own `query`, Python ntplib and chronyd, over
 //! IPv4 and IPv6 loopback, for every backend.
 
+// Integration tests and benchmarks run on real time.
+#![allow(clippy::disallowed_methods)]
+
 #[macro_use]
 mod common;
 

@@ -1,6 +1,9 @@
 //! io_uring-specific behaviour: a burst larger than the provided buffer ring exhausts it, the
 //! multishot receive is re-armed, and every later request is still answered.
 
+// Integration tests and benchmarks run on real time.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -2,6 +2,9 @@
 //! burst from many clients is answered almost entirely and both workers take part, and each
 //! client address is always served by one worker, whatever its source port.
 
+// Integration tests and benchmarks run on real time.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::net::{Ipv4Addr, UdpSocket};

@@ -7,6 +7,9 @@
 //! namespace is deleted by a guard and every process killed by PID, also when an assertion
 //! fails.
 
+// Integration tests and benchmarks run on real time.
+#![allow(clippy::disallowed_methods)]
+
 #[macro_use]
 mod common;
 

@@ -10,6 +10,9 @@
 //! receive stamp when there is one), never served time. Kiss-o'-death RATE doubles that
 //! source's interval; DENY and RSTR stop using it.
 
+// The IO shell of the discipline: it reads the clock to schedule polls and updates.
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
