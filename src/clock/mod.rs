@@ -1,8 +1,9 @@
 //! The served clock: [`ClockSnapshot`], its lock-free single-writer publication, and "cooking"
 //! raw clock readings into served time.
 //!
-//! Workers read a snapshot once per batch and never block; the one writer (today the local
-//! reference keeper in `server::local`, later the discipline thread) replaces it whole.
+//! Workers read a snapshot once per batch and never block; the one writer (the runtime's
+//! `Server::tick` while the local clock is served, the discipline thread while sources are
+//! followed) replaces it whole.
 //! `crossbeam::atomic::AtomicCell` holds it: for a value of this size it is a seqlock, so a read
 //! is an optimistic copy validated by a sequence number and writes no shared cache line.
 

@@ -126,7 +126,7 @@ pub struct SourceId(pub u32);
 
 /// Per-source configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SourceConfig {
+pub struct SourceParams {
     /// Prefer this source as system peer (and combine only preferred survivors when any).
     pub prefer: bool,
     /// Lowest poll exponent, log2 seconds (−6..=17).
@@ -140,9 +140,9 @@ pub struct SourceConfig {
     pub refid: [u8; 4],
 }
 
-impl Default for SourceConfig {
+impl Default for SourceParams {
     fn default() -> Self {
-        SourceConfig {
+        SourceParams {
             prefer: false,
             minpoll: 6,
             maxpoll: 10,
@@ -348,7 +348,7 @@ pub struct SystemEstimate {
 
 /// Discipline settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct DisciplineConfig {
+pub struct CoreConfig {
     /// Minimum number of agreeing sources to synchronise (`min-sources`).
     pub min_sources: usize,
     /// Clustering keeps at least this many survivors.
@@ -369,9 +369,9 @@ pub struct DisciplineConfig {
     pub steer: SteerConfig,
 }
 
-impl Default for DisciplineConfig {
+impl Default for CoreConfig {
     fn default() -> Self {
-        DisciplineConfig {
+        CoreConfig {
             min_sources: 1,
             min_survivors: 3,
             max_distance: 1.5,
@@ -386,7 +386,7 @@ impl Default for DisciplineConfig {
 }
 
 struct Source {
-    cfg: SourceConfig,
+    cfg: SourceParams,
     filter: ClockFilter,
     reach: Reach,
     poll: PollControl,
@@ -409,7 +409,7 @@ struct LastSync {
 
 /// The discipline state machine (see the module documentation).
 pub struct Discipline {
-    cfg: DisciplineConfig,
+    cfg: CoreConfig,
     sources: BTreeMap<SourceId, Source>,
     freq: FreqEstimator,
     /// A sample was accepted since the last regression point.
@@ -423,7 +423,7 @@ pub struct Discipline {
 
 impl Discipline {
     /// A discipline with no sources, publishing nothing yet.
-    pub fn new(cfg: DisciplineConfig) -> Self {
+    pub fn new(cfg: CoreConfig) -> Self {
         Discipline {
             cfg,
             sources: BTreeMap::new(),
@@ -438,7 +438,7 @@ impl Discipline {
     }
 
     /// The configuration.
-    pub fn config(&self) -> &DisciplineConfig {
+    pub fn config(&self) -> &CoreConfig {
         &self.cfg
     }
 
@@ -447,7 +447,7 @@ impl Discipline {
     }
 
     /// Adds a source, or resets it (filter, reach, poll) when `id` exists.
-    pub fn add_source(&mut self, id: SourceId, cfg: SourceConfig) {
+    pub fn add_source(&mut self, id: SourceId, cfg: SourceParams) {
         let src = Source {
             cfg,
             filter: ClockFilter::new(self.precision_secs()),

@@ -41,7 +41,7 @@ struct Sim {
 }
 
 impl Sim {
-    fn new(cfg: DisciplineConfig, theta0: f64, drift: f64, seed: u64) -> Sim {
+    fn new(cfg: CoreConfig, theta0: f64, drift: f64, seed: u64) -> Sim {
         let d = Discipline::new(cfg);
         let snap = *d.published();
         Sim {
@@ -62,7 +62,7 @@ impl Sim {
         self.theta0 + self.drift * t
     }
 
-    fn add(&mut self, bias: f64, noise: f64, base_delay: f64, cfg: SourceConfig) -> SourceId {
+    fn add(&mut self, bias: f64, noise: f64, base_delay: f64, cfg: SourceParams) -> SourceId {
         let id = SourceId(self.srcs.len() as u32 + 1);
         self.d.add_source(id, cfg);
         self.srcs.push(SimSource {
@@ -155,18 +155,18 @@ impl Sim {
     }
 }
 
-fn src_cfg(minpoll: i8, maxpoll: i8, last_octet: u8) -> SourceConfig {
-    SourceConfig {
+fn src_cfg(minpoll: i8, maxpoll: i8, last_octet: u8) -> SourceParams {
+    SourceParams {
         minpoll,
         maxpoll,
         refid: [192, 0, 2, last_octet],
-        ..SourceConfig::default()
+        ..SourceParams::default()
     }
 }
 
 #[test]
 fn three_good_sources_outvote_one_at_minus_three_seconds() {
-    let mut sim = Sim::new(DisciplineConfig::default(), 0.0, 0.0, 1);
+    let mut sim = Sim::new(CoreConfig::default(), 0.0, 0.0, 1);
     let good: Vec<SourceId> = (1..=3)
         .map(|i| sim.add(0.2, 0.5e-3, 0.010 + i as f64 * 0.005, src_cfg(6, 10, i)))
         .collect();
@@ -206,7 +206,7 @@ fn three_good_sources_outvote_one_at_minus_three_seconds() {
 #[test]
 fn drift_is_estimated_and_served_time_tracks_it() {
     // Raw clock 25 ppm slow, starting 50 ms behind.
-    let mut sim = Sim::new(DisciplineConfig::default(), 0.05, 25e-6, 2);
+    let mut sim = Sim::new(CoreConfig::default(), 0.05, 25e-6, 2);
     for i in 1..=3 {
         sim.add(0.0, 0.3e-3, 0.010, src_cfg(4, 6, i));
     }
@@ -231,10 +231,10 @@ fn drift_is_estimated_and_served_time_tracks_it() {
 }
 
 fn lose_all_sources(local_stratum: Option<u8>) -> Sim {
-    let cfg = DisciplineConfig {
+    let cfg = CoreConfig {
         holdover: 600.0,
         local_stratum,
-        ..DisciplineConfig::default()
+        ..CoreConfig::default()
     };
     let mut sim = Sim::new(cfg, 0.1, 0.0, 3);
     for i in 1..=3 {
@@ -285,9 +285,9 @@ fn all_sources_lost_holdover_then_unsynchronised() {
 
 #[test]
 fn holdover_grows_dispersion_then_falls_back_to_local_stratum() {
-    let cfg = DisciplineConfig {
+    let cfg = CoreConfig {
         holdover: 600.0,
-        ..DisciplineConfig::default()
+        ..CoreConfig::default()
     };
     let mut sim = Sim::new(cfg, 0.0, 0.0, 4);
     for i in 1..=3 {
@@ -322,7 +322,7 @@ fn holdover_grows_dispersion_then_falls_back_to_local_stratum() {
 #[test]
 fn leap_second_by_majority_of_survivors() {
     for (announcing, expect) in [(2, Leap::AddSecond), (1, Leap::NoWarning)] {
-        let mut sim = Sim::new(DisciplineConfig::default(), 0.0, 0.0, 5);
+        let mut sim = Sim::new(CoreConfig::default(), 0.0, 0.0, 5);
         for i in 1..=3u8 {
             sim.add(0.0, 0.3e-3, 0.01, src_cfg(6, 10, i));
             if (i as usize) <= announcing {
@@ -337,7 +337,7 @@ fn leap_second_by_majority_of_survivors() {
 
 #[test]
 fn no_majority_publishes_nothing() {
-    let mut sim = Sim::new(DisciplineConfig::default(), 0.0, 0.0, 6);
+    let mut sim = Sim::new(CoreConfig::default(), 0.0, 0.0, 6);
     sim.add(0.0, 0.3e-3, 0.01, src_cfg(6, 10, 1));
     sim.add(0.001, 0.3e-3, 0.01, src_cfg(6, 10, 2));
     sim.add(1.0, 0.3e-3, 0.01, src_cfg(6, 10, 3));
@@ -351,10 +351,10 @@ fn no_majority_publishes_nothing() {
         .iter()
         .all(|r| r.state == SourceState::Falseticker));
     // With a local stratum, the fallback comes after `holdover` from start.
-    let cfg = DisciplineConfig {
+    let cfg = CoreConfig {
         holdover: 30.0,
         local_stratum: Some(8),
-        ..DisciplineConfig::default()
+        ..CoreConfig::default()
     };
     let mut d = Discipline::new(cfg);
     assert!(d.update(raw(0.0)).is_none());
@@ -365,9 +365,9 @@ fn no_majority_publishes_nothing() {
 
 #[test]
 fn min_sources_is_enforced() {
-    let cfg = DisciplineConfig {
+    let cfg = CoreConfig {
         min_sources: 2,
-        ..DisciplineConfig::default()
+        ..CoreConfig::default()
     };
     let mut sim = Sim::new(cfg, 0.0, 0.0, 7);
     sim.add(0.0, 0.3e-3, 0.01, src_cfg(6, 10, 1));
@@ -381,7 +381,7 @@ fn min_sources_is_enforced() {
 
 #[test]
 fn sample_bookkeeping() {
-    let mut d = Discipline::new(DisciplineConfig::default());
+    let mut d = Discipline::new(CoreConfig::default());
     let id = SourceId(9);
     let good = Sample {
         offset: 0.0,
@@ -395,7 +395,7 @@ fn sample_bookkeeping() {
     };
     assert_eq!(d.on_sample(id, good), SampleOutcome::UnknownSource);
     assert!(!d.on_unreachable(id));
-    d.add_source(id, SourceConfig::default());
+    d.add_source(id, SourceParams::default());
     assert_eq!(d.poll_interval(id), Some(2.0));
     assert_eq!(d.on_sample(id, good), SampleOutcome::Accepted);
     let unsynced = Sample {

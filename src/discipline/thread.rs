@@ -25,7 +25,7 @@ use serde::Serialize;
 use super::leap::{self, LeapDays, LeapNote, LeapState, SMEAR_REFID};
 use super::system::{read_drift, write_drift, FollowAction, OsClock, RealClock, SystemSteering};
 use super::{
-    refid_for_addr, Discipline, DisciplineConfig, Sample, SourceConfig, SourceId, SourceState,
+    refid_for_addr, CoreConfig, Discipline, Sample, SourceId, SourceParams, SourceState,
     SteerConfig, SyncStatus,
 };
 use crate::clock::{ClockSnapshot, Correction, SharedClock};
@@ -62,9 +62,9 @@ pub struct DisciplineSettings {
 
 impl DisciplineSettings {
     /// The core's configuration for these settings.
-    pub fn core_config(&self) -> DisciplineConfig {
+    pub fn core_config(&self) -> CoreConfig {
         let c = &self.clock;
-        DisciplineConfig {
+        CoreConfig {
             min_sources: c.min_sources.max(1),
             holdover: c.holdover,
             local_stratum: c.local_fallback.then_some(c.local_stratum),
@@ -74,7 +74,7 @@ impl DisciplineSettings {
                 step_threshold: c.step_threshold,
                 ..SteerConfig::default()
             },
-            ..DisciplineConfig::default()
+            ..CoreConfig::default()
         }
     }
 
@@ -532,7 +532,7 @@ impl Runner {
         self.next_id += 1;
         self.core.add_source(
             id,
-            SourceConfig {
+            SourceParams {
                 prefer: cfg.prefer,
                 minpoll: cfg.minpoll,
                 maxpoll: cfg.maxpoll,
