@@ -61,6 +61,7 @@ pub mod filter;
 pub mod freq;
 pub mod leap;
 pub mod select;
+pub mod served;
 pub mod system;
 pub mod thread;
 

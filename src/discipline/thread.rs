@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use super::leap::{self, LeapDays, LeapNote, LeapState, SMEAR_REFID};
+use super::leap::{self, LeapDays, LeapNote};
+use super::served::ServedTime;
 use super::system::{read_drift, write_drift, FollowAction, OsClock, RealClock, SystemSteering};
 use super::{
     refid_for_addr, CoreConfig, Discipline, Sample, SourceId, SourceParams, SourceState,
@@ -305,7 +306,7 @@ struct Runner {
     shared: Arc<SharedClock>,
     status: Arc<Mutex<Vec<SourceStatus>>>,
     system: Option<SystemSteering<RealClock>>,
-    leap: LeapState,
+    served: ServedTime,
     origins: Vec<Origin>,
     peers: Vec<Peer>,
     next_id: u32,
@@ -314,9 +315,6 @@ struct Runner {
     /// The last estimate's offset (core time = free time + this).
     last_offset: f64,
     last_status: Option<SyncStatus>,
-    core_epoch: u32,
-    leap_applied: f64,
-    epoch_bump: u32,
     next_drift: Instant,
 }
 
@@ -334,7 +332,7 @@ impl Runner {
             .map(|cfg| Origin::new(cfg, now))
             .collect();
         let core = Discipline::new(settings.core_config());
-        let leap = LeapState::new(
+        let served = ServedTime::new(
             settings.clock.leap_smear,
             settings.clock.leap_smear_window,
             settings.clock.leap_days,
@@ -345,16 +343,13 @@ impl Runner {
             shared,
             status,
             system,
-            leap,
+            served,
             origins,
             peers: Vec::new(),
             next_id: 0,
             pending: Arc::new(Mutex::new(None)),
             last_offset: 0.0,
             last_status: None,
-            core_epoch: 0,
-            leap_applied: 0.0,
-            epoch_bump: 0,
             next_drift: now + DRIFT_EVERY,
         }
     }
@@ -692,11 +687,11 @@ impl Runner {
                 continue;
             }
             let core_t = t4f.as_secs_f64() + self.last_offset;
-            if self.leap.near_leap(core_t) {
+            if self.served.leap().near_leap(core_t) {
                 self.schedule(id, sent);
                 continue;
             }
-            sample.offset += self.leap.sample_fix(core_t);
+            sample.offset += self.served.leap().sample_fix(core_t);
             self.core.on_sample(id, sample);
             self.count_poll(id);
             self.schedule(id, sent);
@@ -832,7 +827,7 @@ impl Runner {
             self.last_offset = est.offset;
             let core_t = now.as_secs_f64() + est.offset;
             if est.status == SyncStatus::Synchronized {
-                if let Some(note) = self.leap.observe(est.leap, core_t) {
+                if let Some(note) = self.served.observe(est.leap, core_t) {
                     log_leap(note, self.settings.clock.leap_days);
                 }
             }
@@ -855,56 +850,20 @@ impl Runner {
         }
     }
 
-    /// The snapshot the workers get for the core's `snap` at free time `now`: the leap
-    /// adjustment added; in system mode the OS clock steered to it and served as is.
+    /// The snapshot the workers get for the core's `snap` at free time `now` (see
+    /// [`ServedTime`]); in system mode the OS clock is steered to it and served as is.
     fn served(&mut self, snap: ClockSnapshot, now: UnixNanos) -> ClockSnapshot {
-        let mut out = snap;
-        let at = snap.correction.at;
-        let core_at = snap.correction.cook(at).as_secs_f64();
-        let adj = self.leap.served_offset(core_at);
-        // The smear's slope over the next update interval (a secant, so the correction meets
-        // the ramp again at the next publication even across the ramp's start or end).
-        let ahead = UPDATE_EVERY.as_secs_f64();
-        let rate = if self.settings.clock.leap_smear {
-            (self.leap.served_offset(core_at + ahead) - adj) / ahead
-        } else {
-            0.0 // a step happens at the instant, by the epoch bump below
-        };
-        let target = Correction {
-            at,
-            offset_ns: snap
-                .correction
-                .offset_ns
-                .saturating_add((adj * 1e9).round() as i64),
-            freq: snap.correction.freq + rate,
-        };
-        let core_now = now.as_secs_f64() + self.last_offset;
-        let applied = self.leap.applied(core_now);
-        let core_stepped = snap.epoch != self.core_epoch;
-        self.core_epoch = snap.epoch;
-        if applied != self.leap_applied {
-            if !self.settings.clock.leap_smear {
-                self.epoch_bump = self.epoch_bump.wrapping_add(1);
-                tracing::info!(
-                    "discipline: leap second applied ({:+} s)",
-                    -(applied - self.leap_applied)
-                );
-            }
+        let served = self
+            .served
+            .served(snap, now, self.last_offset, UPDATE_EVERY.as_secs_f64());
+        let mut out = served.snapshot;
+        let target = out.correction;
+        let core_stepped = served.core_stepped;
+        if let Some(step) = served.leap_step {
+            tracing::info!("discipline: leap second applied ({step:+} s)");
             if let Some(sys) = &mut self.system {
-                if !self.settings.clock.leap_smear {
-                    // The kernel stepped the OS clock itself at midnight (STA_INS/STA_DEL).
-                    sys.kernel_stepped((-(applied - self.leap_applied) * 1e9).round() as i64);
-                }
-            }
-            self.leap_applied = applied;
-        }
-        out.correction = target;
-        out.reference_time = target.cook(now);
-        out.epoch = snap.epoch.wrapping_add(self.epoch_bump);
-        if out.synchronized {
-            out.leap = self.leap.served_leap(snap.leap, core_now);
-            if self.leap.smearing(core_now) {
-                out.reference_id = SMEAR_REFID;
+                // The kernel stepped the OS clock itself at midnight (STA_INS/STA_DEL).
+                sys.kernel_stepped((step * 1e9).round() as i64);
             }
         }
         if let Some(sys) = &mut self.system {
