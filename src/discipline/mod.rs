@@ -60,6 +60,7 @@
 pub mod filter;
 pub mod freq;
 pub mod leap;
+pub mod resolver;
 pub mod select;
 pub mod served;
 pub mod system;

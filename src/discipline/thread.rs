@@ -14,7 +14,7 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::collections::HashSet;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,6 +23,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 use super::leap::{self, LeapDays, LeapNote};
+use super::resolver::{self, Resolver};
 use super::served::ServedTime;
 use super::system::{read_drift, write_drift, FollowAction, OsClock, RealClock, SystemSteering};
 use super::{
@@ -169,7 +170,7 @@ impl DisciplineThread {
         }
         let status = Arc::new(Mutex::new(Vec::new()));
         let pending = Arc::new(Mutex::new(None));
-        let mut runner = Runner::new(settings, shared, status.clone(), system);
+        let mut runner = Runner::new(settings, shared, status.clone(), system)?;
         runner.pending = pending.clone();
         let stop_thread = stop.clone();
         let handle = std::thread::Builder::new()
@@ -272,9 +273,13 @@ struct Peer {
 
 /// A configured source and what came of it.
 struct Origin {
+    /// Stable across reloads (indices are not): how resolver answers find their origin.
+    key: u64,
     cfg: config::SourceConfig,
     host: String,
     port: u16,
+    /// A lookup is with the resolver.
+    resolving: bool,
     /// Addresses never to use again (DENY/RSTR, or replaced pool members).
     banned: HashSet<SocketAddr>,
     next_resolve: Instant,
@@ -284,14 +289,16 @@ struct Origin {
 }
 
 impl Origin {
-    fn new(cfg: &config::SourceConfig, now: Instant) -> Origin {
+    fn new(key: u64, cfg: &config::SourceConfig, now: Instant) -> Origin {
         let (host, port) = cfg
             .host_port()
             .unwrap_or((cfg.address.clone(), config::NTP_PORT));
         Origin {
+            key,
             cfg: cfg.clone(),
             host,
             port,
+            resolving: false,
             banned: HashSet::new(),
             next_resolve: now,
             resolve_backoff: Duration::from_secs(1),
@@ -310,6 +317,10 @@ struct Runner {
     origins: Vec<Origin>,
     peers: Vec<Peer>,
     next_id: u32,
+    /// The key the next origin gets.
+    next_origin: u64,
+    /// Looks names up off this thread.
+    resolver: Resolver,
     /// Where a reload leaves a new source list.
     pending: Arc<Mutex<Option<Vec<config::SourceConfig>>>>,
     /// The last estimate's offset (core time = free time + this).
@@ -324,12 +335,13 @@ impl Runner {
         shared: Arc<SharedClock>,
         status: Arc<Mutex<Vec<SourceStatus>>>,
         system: Option<SystemSteering<RealClock>>,
-    ) -> Runner {
+    ) -> anyhow::Result<Runner> {
         let now = Instant::now();
-        let origins = settings
+        let origins: Vec<Origin> = settings
             .sources
             .iter()
-            .map(|cfg| Origin::new(cfg, now))
+            .zip(0..)
+            .map(|(cfg, key)| Origin::new(key, cfg, now))
             .collect();
         let core = Discipline::new(settings.core_config());
         let served = ServedTime::new(
@@ -337,7 +349,10 @@ impl Runner {
             settings.clock.leap_smear_window,
             settings.clock.leap_days,
         );
-        Runner {
+        Ok(Runner {
+            next_origin: origins.len() as u64,
+            resolver: Resolver::start(resolver::system_lookup)
+                .context("starting the resolver thread")?,
             settings,
             core,
             shared,
@@ -351,7 +366,7 @@ impl Runner {
             last_offset: 0.0,
             last_status: None,
             next_drift: now + DRIFT_EVERY,
-        }
+        })
     }
 
     /// Free-running raw time for an OS clock reading (the same in virtual mode).
@@ -448,7 +463,8 @@ impl Runner {
                 }
                 None => {
                     tracing::info!("discipline: source {} added by reload", describe(cfg));
-                    self.origins.push(Origin::new(cfg, now));
+                    self.origins.push(Origin::new(self.next_origin, cfg, now));
+                    self.next_origin += 1;
                 }
             }
         }
@@ -472,35 +488,44 @@ impl Runner {
         self.write_status();
     }
 
-    /// Resolves the sources whose time has come: a server until it has its address, a pool
-    /// whenever it has fewer members than `max-sources`.
+    /// Asks the resolver for the sources whose time has come (a server until it has its
+    /// address, a pool whenever it has fewer members than `max-sources`) and takes up the
+    /// answers that have arrived. Never blocks: names are looked up on the resolver's thread.
     fn resolve_due(&mut self, now: Instant) {
         for oi in 0..self.origins.len() {
             let members = self.peers.iter().filter(|p| p.origin == oi).count();
-            let o = &self.origins[oi];
-            let want = o.cfg.max_sources();
-            if members >= want || now < o.next_resolve {
+            let o = &mut self.origins[oi];
+            if o.resolving || members >= o.cfg.max_sources() || now < o.next_resolve {
                 continue;
             }
             // A server that was denied is not resolved again.
             if o.cfg.kind == SourceKind::Server && !o.banned.is_empty() {
                 continue;
             }
-            let resolved: Vec<SocketAddr> = match (o.host.as_str(), o.port).to_socket_addrs() {
-                Ok(it) => it.collect(),
-                Err(e) => {
-                    tracing::warn!("discipline: cannot resolve {}: {e}", o.cfg.address);
-                    Vec::new()
-                }
+            o.resolving = true;
+            self.resolver.request(o.key, &o.host, o.port);
+        }
+        for answer in self.resolver.answers() {
+            // An origin removed by a reload meanwhile is simply gone.
+            let Some(oi) = self.origins.iter().position(|o| o.key == answer.key) else {
+                continue;
             };
+            self.origins[oi].resolving = false;
+            let resolved = answer.result.unwrap_or_else(|e| {
+                let o = &self.origins[oi];
+                tracing::warn!("discipline: cannot resolve {}: {e}", o.cfg.address);
+                Vec::new()
+            });
+            let members = self.peers.iter().filter(|p| p.origin == oi).count();
             let in_use: HashSet<SocketAddr> = self.peers.iter().map(|p| p.sock.peer()).collect();
+            let o = &mut self.origins[oi];
+            let want = o.cfg.max_sources().saturating_sub(members);
             let mut seen = HashSet::new();
             let fresh: Vec<SocketAddr> = resolved
                 .into_iter()
                 .filter(|a| seen.insert(*a) && !in_use.contains(a) && !o.banned.contains(a))
-                .take(want - members)
+                .take(want)
                 .collect();
-            let o = &mut self.origins[oi];
             if fresh.is_empty() {
                 o.resolve_backoff = (o.resolve_backoff * 2).min(Duration::from_secs(3600));
             } else {
