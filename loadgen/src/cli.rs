@@ -49,16 +49,23 @@ pub struct Args {
     #[arg(long, default_value_t = 0.01)]
     pub max_loss: f64,
 
-    /// Write the round-trip time distribution in HdrHistogram's percentile text format
-    /// (values in microseconds); the residence time goes to `<stem>.residence.hgrm`.
+    /// Write the round-trip time distribution to FILE in HdrHistogram's percentile text
+    /// format (values in microseconds). Output paths are taken as given (relative to the
+    /// current directory) and their directory must exist; with several targets each gets its
+    /// own file, the target's name inserted before the extension (`rtt.NAME.hgrm`).
     #[arg(long, value_name = "FILE")]
     pub hgrm: Option<PathBuf>,
 
-    /// Write every figure as JSON.
+    /// Write the server residence time distribution (its transmit − receive stamp) to FILE,
+    /// in the same format as `--hgrm`.
+    #[arg(long, value_name = "FILE")]
+    pub hgrm_residence: Option<PathBuf>,
+
+    /// Write every figure as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
 
-    /// Draw latency by percentile (log-scaled percentile axis) as SVG.
+    /// Draw latency by percentile (log-scaled percentile axis) as SVG to FILE.svg.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
 

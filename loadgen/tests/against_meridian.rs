@@ -110,6 +110,7 @@ fn twenty_thousand_per_second_against_meridian() {
 
     let json = dir.join("run.json");
     let hgrm = dir.join("rtt.hgrm");
+    let residence = dir.join("residence.hgrm");
     let svg = dir.join("latency.svg");
     let loadgen_out = dir.join("loadgen.stdout");
     let loadgen_err = dir.join("loadgen.stderr");
@@ -131,6 +132,8 @@ fn twenty_thousand_per_second_against_meridian() {
             .arg(&json)
             .arg("--hgrm")
             .arg(&hgrm)
+            .arg("--hgrm-residence")
+            .arg(&residence)
             .arg("--plot")
             .arg(&svg)
             .stdin(Stdio::null())
@@ -186,7 +189,7 @@ fn twenty_thousand_per_second_against_meridian() {
     assert!(stderr.matches("[meridian ").count() >= 3, "{stderr}");
 
     // HdrHistogram percentile files: rows of 3-4 numbers, the 100 % row, the footer.
-    for path in [hgrm.clone(), dir.join("rtt.residence.hgrm")] {
+    for path in [hgrm.clone(), residence.clone()] {
         let text = std::fs::read_to_string(&path).expect("hgrm written");
         assert!(text.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)"));
         let rows: Vec<Vec<f64>> = text

@@ -1,10 +1,18 @@
-//! Helpers shared by the integration tests: child processes that are always stopped, and
-//! bounded runs of the load generator.
+//! Helpers shared by the integration tests: child processes that are always stopped, bounded
+//! runs of the load generator, and a small correct NTP server on 127.0.0.1 that counts what
+//! it answers.
 #![allow(dead_code)]
 
 use std::fs::File;
+use std::net::UdpSocket;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use meridian::clock::ClockSnapshot;
+use meridian::proto::{respond, UnixNanos, MAX_REPLY_LEN};
 
 /// A child process stopped on every path: SIGTERM by PID, then SIGKILL after a grace period.
 pub struct ProcessGuard {
@@ -100,4 +108,94 @@ pub fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
     };
     let _ = std::fs::remove_dir_all(&dir);
     output
+}
+
+pub fn now() -> UnixNanos {
+    UnixNanos(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64,
+    )
+}
+
+/// What an [`NtpServer`] saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Served {
+    pub received: u64,
+    pub answered: u64,
+}
+
+/// A correct NTP server on 127.0.0.1 (ephemeral port, one thread). With a budget it answers
+/// only the first `budget` requests and silently drops every later one: a capacity that runs
+/// out after a known number of requests, whatever the timing.
+pub struct NtpServer {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Served>>,
+}
+
+impl NtpServer {
+    pub fn start() -> NtpServer {
+        NtpServer::with_budget(u64::MAX)
+    }
+
+    pub fn with_budget(budget: u64) -> NtpServer {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let port = sock.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let snap = ClockSnapshot::local(2, -20, now());
+            let mut buf = [0u8; 2048];
+            let mut out = [0u8; MAX_REPLY_LEN];
+            let mut served = Served::default();
+            while !flag.load(Ordering::Relaxed) {
+                let Ok((len, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                served.received += 1;
+                if served.answered >= budget {
+                    continue;
+                }
+                if let Ok(n) = respond(&buf[..len], &snap, now(), &mut out, now) {
+                    if sock.send_to(&out[..n], from).is_ok() {
+                        served.answered += 1;
+                    }
+                }
+            }
+            served
+        });
+        NtpServer {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server and returns its counts.
+    pub fn stop(mut self) -> Served {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Served {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .map(|t| t.join().expect("server thread"))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for NtpServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
 }
