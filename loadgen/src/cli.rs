@@ -36,8 +36,11 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
 
-    /// Simulated clients: one UDP socket each, with its own source port (and source address
-    /// with `--source-cidr`). Defaults to one per thread.
+    /// Simulated clients: one UDP socket each, with its own source port. Default: 64 (at
+    /// least one per thread). Against IPv4 loopback targets (Linux) without `--source-cidr`
+    /// each client also has its own source address, 127.0.0.1, 127.0.0.2, ...: servers that
+    /// steer clients to workers by source address, as meridian does, then spread them over
+    /// all their workers (`--source-cidr 127.0.0.1/32` sends from one address).
     #[arg(long)]
     pub clients: Option<usize>,
 
@@ -88,7 +91,9 @@ pub struct Args {
 
     /// Bind clients to consecutive addresses of this prefix, starting at the given address
     /// (or the first host when the host bits are zero), e.g. `10.201.0.100/24`. The addresses
-    /// must exist on this host (see scripts/netns.sh).
+    /// must exist on this host (see scripts/netns.sh); every 127.0.0.0/8 address does on
+    /// Linux. Without it clients send from the address the kernel picks (one for all), except
+    /// against loopback targets (see `--clients`).
     #[arg(long, value_name = "CIDR")]
     pub source_cidr: Option<String>,
 
@@ -274,6 +279,16 @@ impl SourceRange {
         })
     }
 
+    /// One loopback address per client, from 127.0.0.1 up (every 127.0.0.0/8 address is
+    /// local on Linux, no configuration needed).
+    pub fn loopback_v4(clients: usize) -> SourceRange {
+        SourceRange {
+            first: u32::from(Ipv4Addr::new(127, 0, 0, 1)) as u128,
+            count: clients.clamp(1, (1 << 24) - 2) as u128,
+            v6: false,
+        }
+    }
+
     /// The address of client `i` (cycling through the range).
     pub fn nth(&self, i: usize) -> IpAddr {
         let v = self.first + (i as u128 % self.count);
@@ -292,6 +307,21 @@ impl SourceRange {
     pub fn count(&self) -> usize {
         self.count.min(usize::MAX as u128) as usize
     }
+}
+
+/// The source addresses when `--source-cidr` is not given: one loopback address per client
+/// when every target is an IPv4 loopback address and the clients are sockets on Linux (where
+/// all of 127.0.0.0/8 is local); otherwise none (the kernel picks one address for all).
+fn default_sources(
+    targets: &[Target],
+    transport: TransportKind,
+    clients: usize,
+) -> Option<SourceRange> {
+    let loopback = targets
+        .iter()
+        .all(|t| matches!(t.addr.ip(), IpAddr::V4(a) if a.is_loopback()));
+    (cfg!(target_os = "linux") && transport != TransportKind::Xdp && loopback)
+        .then(|| SourceRange::loopback_v4(clients))
 }
 
 /// Settings shared by every run, checked and converted.
@@ -315,6 +345,11 @@ pub struct Settings {
     /// `--transport xdp` only.
     pub xdp: Option<XdpSettings>,
 }
+
+/// Clients when `--clients` is not given (at least one per thread). Enough source addresses
+/// that meridian's steering (a hash of the source address modulo the workers) reaches every
+/// worker of a server with up to 8 workers, and most larger counts, from 127.0.0.1 up.
+pub const DEFAULT_CLIENTS: usize = 64;
 
 /// Largest number of threads: the thread index travels in 4 bits of every transmit timestamp.
 pub const MAX_THREADS: usize = 16;
@@ -340,7 +375,7 @@ impl Args {
         if self.threads == 0 || self.threads > MAX_THREADS {
             bail!("--threads must be 1..={MAX_THREADS}");
         }
-        let clients = self.clients.unwrap_or(self.threads);
+        let clients = self.clients.unwrap_or(DEFAULT_CLIENTS.max(self.threads));
         if clients < self.threads {
             bail!(
                 "--clients ({clients}) must be at least --threads ({})",
@@ -369,11 +404,10 @@ impl Args {
         {
             bail!("--sweep-rates must be positive numbers");
         }
-        let sources = self
-            .source_cidr
-            .as_deref()
-            .map(SourceRange::parse)
-            .transpose()?;
+        let sources = match self.source_cidr.as_deref() {
+            Some(cidr) => Some(SourceRange::parse(cidr)?),
+            None => default_sources(&targets, self.transport, clients),
+        };
         if let Some(src) = &sources {
             for t in &targets {
                 if t.addr.is_ipv6() != src.is_ipv6() {
@@ -472,11 +506,46 @@ mod tests {
     fn defaults_are_valid() {
         let a = Args::parse_from(["x", "--target", "127.0.0.1:123"]);
         let s = a.settings().unwrap();
-        assert_eq!(s.clients, 1);
+        assert_eq!(s.clients, DEFAULT_CLIENTS);
         assert_eq!(s.version, 4);
         let a = Args::parse_from(["x", "--target", "127.0.0.1:123", "--threads", "17"]);
         assert!(a.settings().is_err());
         assert!(s.xdp.is_none());
+        let a = Args::parse_from(["x", "--target", "127.0.0.1:123", "--threads", "16"]);
+        assert_eq!(a.settings().unwrap().clients, 64);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn loopback_clients_get_an_address_each() {
+        let settings = |extra: &[&str]| {
+            let mut v = vec!["x"];
+            v.extend_from_slice(extra);
+            Args::parse_from(v).settings().unwrap()
+        };
+        let s = settings(&["--target", "127.0.0.1:123"]);
+        let src = s.sources.expect("loopback default on Linux");
+        let addrs: Vec<IpAddr> = (0..s.clients).map(|i| src.nth(i)).collect();
+        assert_eq!(addrs[0], "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(addrs[63], "127.0.0.64".parse::<IpAddr>().unwrap());
+        let distinct: std::collections::BTreeSet<_> = addrs.iter().collect();
+        assert_eq!(distinct.len(), 64);
+        // Past 127.0.0.255 the addresses go on in 127.0.1.0/24.
+        let s = settings(&["--target", "127.0.0.1:123", "--clients", "300"]);
+        assert_eq!(
+            s.sources.unwrap().nth(299),
+            "127.0.1.44".parse::<IpAddr>().unwrap()
+        );
+        // An explicit range wins; other targets get the kernel's choice.
+        let s = settings(&["--target", "127.0.0.1:1", "--source-cidr", "127.0.0.9/32"]);
+        assert_eq!(s.sources.unwrap().count(), 1);
+        assert!(settings(&["--target", "10.0.0.1:123"]).sources.is_none());
+        assert!(settings(&["--target", "[::1]:123"]).sources.is_none());
+        assert!(
+            settings(&["--target", "127.0.0.1:1", "--target", "10.0.0.1:1"])
+                .sources
+                .is_none()
+        );
     }
 
     #[test]

@@ -170,9 +170,20 @@ pub fn summary_table(r: &RunReport) -> String {
     };
     let _ = writeln!(
         s,
-        "== {} ({}): {mode}, {:.1} s measured, {} thread(s), {} client(s)",
-        r.target, r.addr, r.duration_s, r.threads, r.clients
+        "== {} ({}): {mode}, {:.1} s measured, {} thread(s)",
+        r.target, r.addr, r.duration_s, r.threads
     );
+    let _ = match &r.sources {
+        Some(src) if src.count <= 1 && r.clients > 1 => writeln!(
+            s,
+            "   clients: {} {} (one source address: a server steering by address gives them \
+             one worker; --source-cidr spreads them)",
+            r.clients,
+            src.describe(r.clients)
+        ),
+        Some(src) => writeln!(s, "   clients: {} {}", r.clients, src.describe(r.clients)),
+        None => writeln!(s, "   clients: {}", r.clients),
+    };
     let _ = writeln!(
         s,
         "   sent {} ({})  received {}  valid {} ({})  invalid {}  lost {} ({:.3}%)  late {}  duplicate {}",
@@ -317,6 +328,30 @@ mod tests {
         let text = hgrm(&new_histogram(), 1000.0);
         assert!(parse_hgrm(&text).is_empty());
         assert!(text.contains("Total count    =            0]"));
+    }
+
+    #[test]
+    fn summary_names_the_clients_source_addresses() {
+        let mut stats = crate::stats::Stats::default();
+        let ips: Vec<std::net::IpAddr> = (1..=8)
+            .map(|i| format!("127.0.0.{i}").parse().unwrap())
+            .collect();
+        stats.sources = crate::stats::Sources::of(&ips);
+        let report = |stats: &crate::stats::Stats, clients| {
+            let addr = "127.0.0.1:123".parse().unwrap();
+            RunReport::new("t", addr, 100.0, 1.0, 0.0, 1, clients, stats, 0.01)
+        };
+        let text = summary_table(&report(&stats, 8));
+        assert!(
+            text.contains("\n   clients: 8 over 127.0.0.1–127.0.0.8\n"),
+            "{text}"
+        );
+        stats.sources = crate::stats::Sources::of(&ips[..1]);
+        let text = summary_table(&report(&stats, 8));
+        assert!(
+            text.contains("   clients: 8 from 127.0.0.1 (one source address"),
+            "{text}"
+        );
     }
 
     #[test]

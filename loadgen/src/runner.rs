@@ -15,7 +15,7 @@ use meridian::proto::UnixNanos;
 use crate::cli::{Settings, Target};
 use crate::pacing::Pacer;
 use crate::report::progress_line;
-use crate::stats::{new_histogram, Stats};
+use crate::stats::{new_histogram, Sources, Stats};
 use crate::sys::{mono_ns, realtime, set_timer_slack_ns};
 use crate::transport::{self, Payload, Transport};
 use crate::validate::{judge, origin_of, unmatched_reason, Match, Table};
@@ -116,6 +116,8 @@ pub fn run(settings: &Settings, target: &Target, rate: f64) -> Result<Stats> {
         first += count;
     }
 
+    let source_ips: Vec<_> = transports.iter().flat_map(|t| t.source_ips()).collect();
+
     let base = Instant::now();
     // A short lead so every thread is ready before the first slot.
     let start_ns = 20_000_000;
@@ -205,6 +207,7 @@ pub fn run(settings: &Settings, target: &Target, rate: f64) -> Result<Stats> {
         }
     }
     stop.store(true, Ordering::Relaxed);
+    total.sources = Sources::of(&source_ips);
     match first_err {
         Some(e) => Err(e),
         None => Ok(total),

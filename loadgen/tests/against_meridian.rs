@@ -82,7 +82,7 @@ fn twenty_thousand_per_second_against_meridian() {
                 "--listen",
                 &format!("127.0.0.1:{port}"),
                 "--workers",
-                "2",
+                "4",
             ])
             .stdin(Stdio::null())
             .stdout(File::create(&server_out).unwrap())
@@ -123,8 +123,6 @@ fn twenty_thousand_per_second_against_meridian() {
                 "20000",
                 "--duration",
                 "3",
-                "--clients",
-                "4",
                 "--timeout-ms",
                 "500",
             ])
@@ -209,13 +207,34 @@ fn twenty_thousand_per_second_against_meridian() {
     let plot = std::fs::read_to_string(&svg).expect("svg written");
     assert!(plot.starts_with("<svg") && plot.contains("<polyline") && plot.contains("99.9%"));
 
-    // The server's own count agrees: it answered at least every valid reply we saw.
-    let _ = server.stop();
-    let counters = std::fs::read_to_string(&server_out).unwrap_or_default();
-    if let Ok(c) = serde_json::from_str::<serde_json::Value>(counters.trim()) {
-        if let Some(answered) = c["total"]["answered"].as_u64() {
-            assert!(answered >= run["valid"].as_u64().unwrap(), "{c}");
-        }
+    // The default clients: 64, each from its own loopback address.
+    assert!(
+        stdout.contains("\n   clients: 64 over 127.0.0.1–127.0.0.64\n"),
+        "{stdout}"
+    );
+    assert_eq!(run["clients"], 64);
+    assert_eq!(run["sources"]["first"], "127.0.0.1", "{run}");
+    assert_eq!(run["sources"]["last"], "127.0.0.64", "{run}");
+    assert_eq!(run["sources"]["count"], 64, "{run}");
+
+    // The server's own counts (its report on stdout when it stops): every one of its 4
+    // workers answered, and together at least every valid reply we saw.
+    let stopped = server.stop_within(Duration::from_secs(60));
+    assert!(stopped.is_some_and(|s| s.success()), "{}", server_log());
+    let counters = std::fs::read_to_string(&server_out).unwrap();
+    let c: serde_json::Value = serde_json::from_str(counters.trim())
+        .unwrap_or_else(|e| panic!("server report {counters:?}: {e}"));
+    let workers = c["workers"].as_array().expect("per-worker counts");
+    assert_eq!(workers.len(), 4, "{c}");
+    for w in workers {
+        assert!(
+            w["answered"].as_u64().unwrap() > 0,
+            "a worker got no client: {c}"
+        );
     }
+    assert!(
+        c["total"]["answered"].as_u64().unwrap() >= run["valid"].as_u64().unwrap(),
+        "{c}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

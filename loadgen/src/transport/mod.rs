@@ -58,6 +58,9 @@ pub trait Transport: Send {
     /// Most datagrams one `send` or `recv` call handles.
     fn batch(&self) -> usize;
 
+    /// The source address of each client, in client order.
+    fn source_ips(&self) -> Vec<IpAddr>;
+
     /// Sends `payloads` from client `client` to the target; returns how many were accepted
     /// (fewer when the kernel's buffer is full). Never blocks.
     fn send(&mut self, client: usize, payloads: &[Payload]) -> io::Result<usize>;

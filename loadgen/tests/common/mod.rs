@@ -51,6 +51,12 @@ impl ProcessGuard {
 
     /// SIGTERM, wait up to 5 s, then SIGKILL. Returns the exit status if it exited on its own.
     pub fn stop(&mut self) -> Option<ExitStatus> {
+        self.stop_within(Duration::from_secs(5))
+    }
+
+    /// SIGTERM, wait up to `grace`, then SIGKILL. Returns the exit status if it exited on its
+    /// own.
+    pub fn stop_within(&mut self, grace: Duration) -> Option<ExitStatus> {
         let child = self.child.as_mut()?;
         if let Ok(Some(s)) = child.try_wait() {
             self.child = None;
@@ -62,7 +68,7 @@ impl ProcessGuard {
         unsafe {
             libc::kill(pid, libc::SIGTERM);
         }
-        if let Some(s) = self.wait_for(Duration::from_secs(5)) {
+        if let Some(s) = self.wait_for(grace) {
             return Some(s);
         }
         eprintln!("{} did not stop on SIGTERM; killing it", self.name);
