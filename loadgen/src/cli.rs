@@ -68,7 +68,8 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
 
-    /// Draw latency by percentile (log-scaled percentile axis) as SVG to FILE.svg.
+    /// Draw latency by percentile as SVG to FILE.svg, both axes logarithmic (percentile as
+    /// 1/(1−p): 50 %, 90 %, 99 %, ...; latency in 1-2-5 steps of ns/µs/ms), p50 and p99 marked.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
 
