@@ -227,7 +227,8 @@ def measure(name, topo, opts, workdir):
         t0 = time.time()
         d, _ = loadgen(topo, opts.gen_core, common + ["--rate", str(opts.fixed_rate),
                                                       "--duration", str(opts.duration), "--max-loss", "1",
-                                                      "--hgrm", os.path.join(workdir, f"{name}.hgrm")],
+                                                      "--hgrm", os.path.join(workdir, f"{name}.hgrm"),
+                                                      "--hgrm-residence", os.path.join(workdir, f"{name}.residence.hgrm")],
                        os.path.join(workdir, f"{name}-fixed.json"))
         elapsed = time.time() - t0
         busy1 = proc_stat_busy()

@@ -36,8 +36,11 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
 
-    /// Simulated clients: one UDP socket each, with its own source port (and source address
-    /// with `--source-cidr`). Defaults to one per thread.
+    /// Simulated clients: one UDP socket each, with its own source port. Default: 64 (at
+    /// least one per thread). Against IPv4 loopback targets (Linux) without `--source-cidr`
+    /// each client also has its own source address, 127.0.0.1, 127.0.0.2, ...: servers that
+    /// steer clients to workers by source address, as meridian does, then spread them over
+    /// all their workers (`--source-cidr 127.0.0.1/32` sends from one address).
     #[arg(long)]
     pub clients: Option<usize>,
 
@@ -49,16 +52,24 @@ pub struct Args {
     #[arg(long, default_value_t = 0.01)]
     pub max_loss: f64,
 
-    /// Write the round-trip time distribution in HdrHistogram's percentile text format
-    /// (values in microseconds); the residence time goes to `<stem>.residence.hgrm`.
+    /// Write the round-trip time distribution to FILE in HdrHistogram's percentile text
+    /// format (values in microseconds). Output paths are taken as given (relative to the
+    /// current directory) and their directory must exist; with several targets each gets its
+    /// own file, the target's name inserted before the extension (`rtt.NAME.hgrm`).
     #[arg(long, value_name = "FILE")]
     pub hgrm: Option<PathBuf>,
 
-    /// Write every figure as JSON.
+    /// Write the server residence time distribution (its transmit − receive stamp) to FILE,
+    /// in the same format as `--hgrm`.
+    #[arg(long, value_name = "FILE")]
+    pub hgrm_residence: Option<PathBuf>,
+
+    /// Write every figure as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
 
-    /// Draw latency by percentile (log-scaled percentile axis) as SVG.
+    /// Draw latency by percentile as SVG to FILE.svg, both axes logarithmic (percentile as
+    /// 1/(1−p): 50 %, 90 %, 99 %, ...; latency in 1-2-5 steps of ns/µs/ms), p50 and p99 marked.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
 
@@ -81,7 +92,9 @@ pub struct Args {
 
     /// Bind clients to consecutive addresses of this prefix, starting at the given address
     /// (or the first host when the host bits are zero), e.g. `10.201.0.100/24`. The addresses
-    /// must exist on this host (see scripts/netns.sh).
+    /// must exist on this host (see scripts/netns.sh); every 127.0.0.0/8 address does on
+    /// Linux. Without it clients send from the address the kernel picks (one for all), except
+    /// against loopback targets (see `--clients`).
     #[arg(long, value_name = "CIDR")]
     pub source_cidr: Option<String>,
 
@@ -134,7 +147,7 @@ pub struct Args {
     #[arg(long)]
     pub no_pin: bool,
 
-    /// No per-second progress lines.
+    /// No progress lines (one a second on stderr and a last one, `end`, with the rest).
     #[arg(long, short)]
     pub quiet: bool,
 }
@@ -267,6 +280,16 @@ impl SourceRange {
         })
     }
 
+    /// One loopback address per client, from 127.0.0.1 up (every 127.0.0.0/8 address is
+    /// local on Linux, no configuration needed).
+    pub fn loopback_v4(clients: usize) -> SourceRange {
+        SourceRange {
+            first: u32::from(Ipv4Addr::new(127, 0, 0, 1)) as u128,
+            count: clients.clamp(1, (1 << 24) - 2) as u128,
+            v6: false,
+        }
+    }
+
     /// The address of client `i` (cycling through the range).
     pub fn nth(&self, i: usize) -> IpAddr {
         let v = self.first + (i as u128 % self.count);
@@ -285,6 +308,21 @@ impl SourceRange {
     pub fn count(&self) -> usize {
         self.count.min(usize::MAX as u128) as usize
     }
+}
+
+/// The source addresses when `--source-cidr` is not given: one loopback address per client
+/// when every target is an IPv4 loopback address and the clients are sockets on Linux (where
+/// all of 127.0.0.0/8 is local); otherwise none (the kernel picks one address for all).
+fn default_sources(
+    targets: &[Target],
+    transport: TransportKind,
+    clients: usize,
+) -> Option<SourceRange> {
+    let loopback = targets
+        .iter()
+        .all(|t| matches!(t.addr.ip(), IpAddr::V4(a) if a.is_loopback()));
+    (cfg!(target_os = "linux") && transport != TransportKind::Xdp && loopback)
+        .then(|| SourceRange::loopback_v4(clients))
 }
 
 /// Settings shared by every run, checked and converted.
@@ -308,6 +346,11 @@ pub struct Settings {
     /// `--transport xdp` only.
     pub xdp: Option<XdpSettings>,
 }
+
+/// Clients when `--clients` is not given (at least one per thread). Enough source addresses
+/// that meridian's steering (a hash of the source address modulo the workers) reaches every
+/// worker of a server with up to 8 workers, and most larger counts, from 127.0.0.1 up.
+pub const DEFAULT_CLIENTS: usize = 64;
 
 /// Largest number of threads: the thread index travels in 4 bits of every transmit timestamp.
 pub const MAX_THREADS: usize = 16;
@@ -333,7 +376,7 @@ impl Args {
         if self.threads == 0 || self.threads > MAX_THREADS {
             bail!("--threads must be 1..={MAX_THREADS}");
         }
-        let clients = self.clients.unwrap_or(self.threads);
+        let clients = self.clients.unwrap_or(DEFAULT_CLIENTS.max(self.threads));
         if clients < self.threads {
             bail!(
                 "--clients ({clients}) must be at least --threads ({})",
@@ -362,11 +405,10 @@ impl Args {
         {
             bail!("--sweep-rates must be positive numbers");
         }
-        let sources = self
-            .source_cidr
-            .as_deref()
-            .map(SourceRange::parse)
-            .transpose()?;
+        let sources = match self.source_cidr.as_deref() {
+            Some(cidr) => Some(SourceRange::parse(cidr)?),
+            None => default_sources(&targets, self.transport, clients),
+        };
         if let Some(src) = &sources {
             for t in &targets {
                 if t.addr.is_ipv6() != src.is_ipv6() {
@@ -465,11 +507,46 @@ mod tests {
     fn defaults_are_valid() {
         let a = Args::parse_from(["x", "--target", "127.0.0.1:123"]);
         let s = a.settings().unwrap();
-        assert_eq!(s.clients, 1);
+        assert_eq!(s.clients, DEFAULT_CLIENTS);
         assert_eq!(s.version, 4);
         let a = Args::parse_from(["x", "--target", "127.0.0.1:123", "--threads", "17"]);
         assert!(a.settings().is_err());
         assert!(s.xdp.is_none());
+        let a = Args::parse_from(["x", "--target", "127.0.0.1:123", "--threads", "16"]);
+        assert_eq!(a.settings().unwrap().clients, 64);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn loopback_clients_get_an_address_each() {
+        let settings = |extra: &[&str]| {
+            let mut v = vec!["x"];
+            v.extend_from_slice(extra);
+            Args::parse_from(v).settings().unwrap()
+        };
+        let s = settings(&["--target", "127.0.0.1:123"]);
+        let src = s.sources.expect("loopback default on Linux");
+        let addrs: Vec<IpAddr> = (0..s.clients).map(|i| src.nth(i)).collect();
+        assert_eq!(addrs[0], "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(addrs[63], "127.0.0.64".parse::<IpAddr>().unwrap());
+        let distinct: std::collections::BTreeSet<_> = addrs.iter().collect();
+        assert_eq!(distinct.len(), 64);
+        // Past 127.0.0.255 the addresses go on in 127.0.1.0/24.
+        let s = settings(&["--target", "127.0.0.1:123", "--clients", "300"]);
+        assert_eq!(
+            s.sources.unwrap().nth(299),
+            "127.0.1.44".parse::<IpAddr>().unwrap()
+        );
+        // An explicit range wins; other targets get the kernel's choice.
+        let s = settings(&["--target", "127.0.0.1:1", "--source-cidr", "127.0.0.9/32"]);
+        assert_eq!(s.sources.unwrap().count(), 1);
+        assert!(settings(&["--target", "10.0.0.1:123"]).sources.is_none());
+        assert!(settings(&["--target", "[::1]:123"]).sources.is_none());
+        assert!(
+            settings(&["--target", "127.0.0.1:1", "--target", "10.0.0.1:1"])
+                .sources
+                .is_none()
+        );
     }
 
     #[test]

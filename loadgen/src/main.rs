@@ -15,8 +15,9 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use cli::{Args, Settings, Target};
@@ -59,6 +60,7 @@ fn main() {
 
 fn real_main(args: &Args) -> Result<bool> {
     let settings = args.settings()?;
+    check_outputs(args)?;
     let mut measured = Vec::new();
     let mut sweeps = Vec::new();
     let mut pass = true;
@@ -155,31 +157,67 @@ fn run_sweep(
     Ok((best, rep))
 }
 
-/// `dir/stem.ext` → `dir/stem[.target][.suffix].ext`.
-fn output_path(base: &Path, target: Option<&str>, suffix: Option<&str>) -> PathBuf {
-    let stem = base
+/// The output files asked for: (option, path).
+fn requested_outputs(args: &Args) -> Vec<(&'static str, &Path)> {
+    [
+        ("--hgrm", &args.hgrm),
+        ("--hgrm-residence", &args.hgrm_residence),
+        ("--json", &args.json),
+        ("--plot", &args.plot),
+    ]
+    .into_iter()
+    .filter_map(|(opt, p)| p.as_deref().map(|p| (opt, p)))
+    .collect()
+}
+
+/// Refuses, before anything is measured, output paths that could not be written at the end:
+/// a directory that does not exist, a path that is a directory, two options naming one file.
+fn check_outputs(args: &Args) -> Result<()> {
+    let outputs = requested_outputs(args);
+    for (i, &(opt, path)) in outputs.iter().enumerate() {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() {
+            bail!(
+                "{opt} {}: directory {} does not exist",
+                path.display(),
+                dir.display()
+            );
+        }
+        if path.is_dir() {
+            bail!("{opt} {} is a directory", path.display());
+        }
+        if let Some((other, _)) = outputs[..i].iter().find(|(_, p)| *p == path) {
+            bail!("{other} and {opt} name the same file {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// The file of one target: `base` as given with one target; with several, the target's name
+/// (made file-name safe) inserted before the extension: `dir/stem.ext` → `dir/stem.NAME.ext`.
+fn output_path(base: &Path, target: Option<&str>) -> PathBuf {
+    let Some(t) = target else {
+        return base.to_path_buf();
+    };
+    let clean: String = t
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut name = base
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut name = stem;
-    if let Some(t) = target {
-        let clean: String = t
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "-_".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        name.push('.');
-        name.push_str(&clean);
-    }
-    if let Some(s) = suffix {
-        name.push('.');
-        name.push_str(s);
-    }
+    name.push('.');
+    name.push_str(&clean);
     if let Some(ext) = base.extension() {
         name.push('.');
         name.push_str(&ext.to_string_lossy());
@@ -194,15 +232,17 @@ fn write_outputs(
     pass: bool,
 ) -> Result<()> {
     let many = measured.len() > 1;
-    if let Some(base) = &args.hgrm {
+    type Pick = fn(&Stats) -> &Histogram<u64>;
+    let hgrms: [(&Option<PathBuf>, Pick); 2] = [
+        (&args.hgrm, |s| &s.rtt),
+        (&args.hgrm_residence, |s| &s.residence),
+    ];
+    for (base, hist) in hgrms {
+        let Some(base) = base else { continue };
         for m in measured {
-            let t = many.then_some(m.target.name.as_str());
-            let rtt = output_path(base, t, None);
-            std::fs::write(&rtt, report::hgrm(&m.stats.rtt, 1000.0))
-                .with_context(|| format!("writing {}", rtt.display()))?;
-            let res = output_path(base, t, Some("residence"));
-            std::fs::write(&res, report::hgrm(&m.stats.residence, 1000.0))
-                .with_context(|| format!("writing {}", res.display()))?;
+            let path = output_path(base, many.then_some(m.target.name.as_str()));
+            std::fs::write(&path, report::hgrm(hist(&m.stats), 1000.0))
+                .with_context(|| format!("writing {}", path.display()))?;
         }
     }
     if let Some(path) = &args.plot {
@@ -255,14 +295,30 @@ mod tests {
     #[test]
     fn output_paths() {
         let p = Path::new("out/lat.hgrm");
-        assert_eq!(output_path(p, None, None), Path::new("out/lat.hgrm"));
+        assert_eq!(output_path(p, None), Path::new("out/lat.hgrm"));
         assert_eq!(
-            output_path(p, Some("chrony 4"), Some("residence")),
-            Path::new("out/lat.chrony_4.residence.hgrm")
+            output_path(p, Some("chrony 4")),
+            Path::new("out/lat.chrony_4.hgrm")
         );
-        assert_eq!(
-            output_path(Path::new("x"), None, Some("residence")),
-            Path::new("x.residence")
-        );
+        assert_eq!(output_path(Path::new("x"), Some("a")), Path::new("x.a"));
+        assert_eq!(output_path(Path::new("x"), None), Path::new("x"));
+    }
+
+    #[test]
+    fn outputs_are_checked_before_the_run() {
+        let args = |extra: &[&str]| {
+            let mut v = vec!["x", "--target", "127.0.0.1:123"];
+            v.extend_from_slice(extra);
+            Args::parse_from(v)
+        };
+        assert!(check_outputs(&args(&[])).is_ok());
+        assert!(check_outputs(&args(&["--json", "run.json", "--hgrm", "rtt.hgrm"])).is_ok());
+        let e = check_outputs(&args(&["--plot", "no/such/dir/p.svg"])).unwrap_err();
+        assert!(e.to_string().contains("no/such/dir"), "{e}");
+        let e = check_outputs(&args(&["--json", "."])).unwrap_err();
+        assert!(e.to_string().contains("is a directory"), "{e}");
+        let e =
+            check_outputs(&args(&["--hgrm", "a.hgrm", "--hgrm-residence", "a.hgrm"])).unwrap_err();
+        assert!(e.to_string().contains("same file"), "{e}");
     }
 }

@@ -126,37 +126,50 @@ pub fn fmt_rate(r: f64) -> String {
     }
 }
 
-/// The per-second progress line.
-#[allow(clippy::too_many_arguments)]
-pub fn progress_line(
-    target: &str,
-    second: u64,
-    warmup: bool,
-    sent: u64,
-    valid: u64,
-    invalid: u64,
-    lost: u64,
-    missed: u64,
-    rtt: &Histogram<u64>,
-) -> String {
-    let loss = if sent == 0 {
+/// When a progress line is printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tick {
+    /// `n` whole seconds into the run (the warm-up included).
+    Second { n: u64, warmup: bool },
+    /// After the last reply or timeout: the rest.
+    End,
+}
+
+/// What a progress line counts: the measured requests since the previous line.
+pub struct Counts<'a> {
+    pub sent: u64,
+    pub valid: u64,
+    pub invalid: u64,
+    pub lost: u64,
+    pub missed: u64,
+    pub rtt: &'a Histogram<u64>,
+}
+
+/// A progress line: `[NAME   3s] sent 20000 valid 19998 invalid 0 lost 2 (0.010%) missed 0
+/// rtt p50 21.9µs p99 411.4µs`, the counts since the previous line; the last line says `end`
+/// instead of the second. The lines of a run add up to its summary's counts.
+pub fn progress_line(target: &str, tick: Tick, c: &Counts<'_>) -> String {
+    let loss = if c.sent == 0 {
         0.0
     } else {
-        100.0 * lost as f64 / sent as f64
+        100.0 * c.lost as f64 / c.sent as f64
     };
-    let (p50, p99) = if rtt.is_empty() {
+    let (p50, p99) = if c.rtt.is_empty() {
         ("-".to_string(), "-".to_string())
     } else {
         (
-            fmt_ns(rtt.value_at_percentile(50.0) as f64),
-            fmt_ns(rtt.value_at_percentile(99.0) as f64),
+            fmt_ns(c.rtt.value_at_percentile(50.0) as f64),
+            fmt_ns(c.rtt.value_at_percentile(99.0) as f64),
         )
     };
+    let when = match tick {
+        Tick::Second { n, warmup: false } => format!("{n:>3}s"),
+        Tick::Second { n, warmup: true } => format!("{n:>3}s warm-up"),
+        Tick::End => "end".to_string(),
+    };
     format!(
-        "[{target} {second:>3}s{}] sent {} valid {} invalid {invalid} loss {loss:.3}% missed {missed} rtt p50 {p50} p99 {p99}",
-        if warmup { " warm-up" } else { "" },
-        fmt_rate(sent as f64),
-        fmt_rate(valid as f64),
+        "[{target} {when}] sent {} valid {} invalid {} lost {} ({loss:.3}%) missed {} rtt p50 {p50} p99 {p99}",
+        c.sent, c.valid, c.invalid, c.lost, c.missed,
     )
 }
 
@@ -170,9 +183,20 @@ pub fn summary_table(r: &RunReport) -> String {
     };
     let _ = writeln!(
         s,
-        "== {} ({}): {mode}, {:.1} s measured, {} thread(s), {} client(s)",
-        r.target, r.addr, r.duration_s, r.threads, r.clients
+        "== {} ({}): {mode}, {:.1} s measured, {} thread(s)",
+        r.target, r.addr, r.duration_s, r.threads
     );
+    let _ = match &r.sources {
+        Some(src) if src.count <= 1 && r.clients > 1 => writeln!(
+            s,
+            "   clients: {} {} (one source address: a server steering by address gives them \
+             one worker; --source-cidr spreads them)",
+            r.clients,
+            src.describe(r.clients)
+        ),
+        Some(src) => writeln!(s, "   clients: {} {}", r.clients, src.describe(r.clients)),
+        None => writeln!(s, "   clients: {}", r.clients),
+    };
     let _ = writeln!(
         s,
         "   sent {} ({})  received {}  valid {} ({})  invalid {}  lost {} ({:.3}%)  late {}  duplicate {}",
@@ -317,6 +341,67 @@ mod tests {
         let text = hgrm(&new_histogram(), 1000.0);
         assert!(parse_hgrm(&text).is_empty());
         assert!(text.contains("Total count    =            0]"));
+    }
+
+    #[test]
+    fn summary_names_the_clients_source_addresses() {
+        let mut stats = crate::stats::Stats::default();
+        let ips: Vec<std::net::IpAddr> = (1..=8)
+            .map(|i| format!("127.0.0.{i}").parse().unwrap())
+            .collect();
+        stats.sources = crate::stats::Sources::of(&ips);
+        let report = |stats: &crate::stats::Stats, clients| {
+            let addr = "127.0.0.1:123".parse().unwrap();
+            RunReport::new("t", addr, 100.0, 1.0, 0.0, 1, clients, stats, 0.01)
+        };
+        let text = summary_table(&report(&stats, 8));
+        assert!(
+            text.contains("\n   clients: 8 over 127.0.0.1–127.0.0.8\n"),
+            "{text}"
+        );
+        stats.sources = crate::stats::Sources::of(&ips[..1]);
+        let text = summary_table(&report(&stats, 8));
+        assert!(
+            text.contains("   clients: 8 from 127.0.0.1 (one source address"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn progress_lines_give_counts() {
+        let mut rtt = new_histogram();
+        rtt.record(21_900).unwrap();
+        let c = Counts {
+            sent: 20_000,
+            valid: 19_998,
+            invalid: 0,
+            lost: 2,
+            missed: 5,
+            rtt: &rtt,
+        };
+        let tick = Tick::Second {
+            n: 3,
+            warmup: false,
+        };
+        assert_eq!(
+            progress_line("m", tick, &c),
+            "[m   3s] sent 20000 valid 19998 invalid 0 lost 2 (0.010%) missed 5 rtt p50 21.9µs p99 21.9µs"
+        );
+        let empty = new_histogram();
+        let c = Counts {
+            sent: 0,
+            valid: 0,
+            invalid: 0,
+            lost: 0,
+            missed: 0,
+            rtt: &empty,
+        };
+        assert_eq!(
+            progress_line("m", Tick::End, &c),
+            "[m end] sent 0 valid 0 invalid 0 lost 0 (0.000%) missed 0 rtt p50 - p99 -"
+        );
+        let warm = Tick::Second { n: 1, warmup: true };
+        assert!(progress_line("m", warm, &c).starts_with("[m   1s warm-up] sent 0 "));
     }
 
     #[test]

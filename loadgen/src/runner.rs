@@ -1,6 +1,6 @@
 //! One measurement: N pinned threads, each owning its clients' transport, its send schedule
 //! and its table of outstanding requests (no locks on the packet path), and a main thread
-//! printing one progress line per second.
+//! printing one progress line per second and a last one at the end.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,8 +14,8 @@ use meridian::proto::UnixNanos;
 
 use crate::cli::{Settings, Target};
 use crate::pacing::Pacer;
-use crate::report::progress_line;
-use crate::stats::{new_histogram, Stats};
+use crate::report::{progress_line, Counts, Tick};
+use crate::stats::{new_histogram, Sources, Stats};
 use crate::sys::{mono_ns, realtime, set_timer_slack_ns};
 use crate::transport::{self, Payload, Transport};
 use crate::validate::{judge, origin_of, unmatched_reason, Match, Table};
@@ -59,6 +59,17 @@ impl Interval {
         o.missed += self.missed;
         o.rtt.add(&self.rtt).expect("same histogram shape");
         self.reset();
+    }
+
+    fn counts(&self) -> Counts<'_> {
+        Counts {
+            sent: self.sent,
+            valid: self.valid,
+            invalid: self.invalid,
+            lost: self.lost,
+            missed: self.missed,
+            rtt: &self.rtt,
+        }
     }
 
     fn reset(&mut self) {
@@ -116,6 +127,8 @@ pub fn run(settings: &Settings, target: &Target, rate: f64) -> Result<Stats> {
         first += count;
     }
 
+    let source_ips: Vec<_> = transports.iter().flat_map(|t| t.source_ips()).collect();
+
     let base = Instant::now();
     // A short lead so every thread is ready before the first slot.
     let start_ns = 20_000_000;
@@ -157,39 +170,42 @@ pub fn run(settings: &Settings, target: &Target, rate: f64) -> Result<Stats> {
         handles.push(h);
     }
 
-    // Progress: one line per second of the run.
-    let mut second = 0u64;
+    // Progress: one line per second of the run with the counts since the previous line, and
+    // a last one with the rest once every worker is done, so that the lines add up to the
+    // run's totals however late this thread wakes.
     let mut acc = Interval::default();
+    let mut next = start_ns + 1_000_000_000;
+    let mut line_start = 0;
+    let drain = |acc: &mut Interval| -> Result<()> {
+        for cell in &shared {
+            let mut g = cell.lock().map_err(|_| anyhow!("a worker panicked"))?;
+            g.drain_into(acc);
+        }
+        Ok(())
+    };
     while !handles.iter().all(|h| h.is_finished()) {
-        let next = start_ns + (second + 1) * 1_000_000_000;
         let now = mono_ns(base);
         if now < next {
             std::thread::sleep(Duration::from_nanos((next - now).min(50_000_000)));
             continue;
         }
-        second += 1;
-        for cell in &shared {
-            let mut g = cell.lock().map_err(|_| anyhow!("a worker panicked"))?;
-            g.drain_into(&mut acc);
+        let second = (now - start_ns) / 1_000_000_000;
+        next = start_ns + (second + 1) * 1_000_000_000;
+        drain(&mut acc)?;
+        if settings.progress {
+            // Marked when it covers warm-up time (its counts are the measured requests only).
+            let tick = Tick::Second {
+                n: second,
+                warmup: warm_end_ns > start_ns && line_start < warm_end_ns,
+            };
+            eprintln!("{}", progress_line(&target.name, tick, &acc.counts()));
         }
-        if settings.progress && now <= send_end_ns + 1_000_000_000 {
-            let warm = now <= warm_end_ns;
-            eprintln!(
-                "{}",
-                progress_line(
-                    &target.name,
-                    second,
-                    warm,
-                    acc.sent,
-                    acc.valid,
-                    acc.invalid,
-                    acc.lost,
-                    acc.missed,
-                    &acc.rtt
-                )
-            );
-        }
+        line_start = now;
         acc.reset();
+    }
+    drain(&mut acc)?;
+    if settings.progress {
+        eprintln!("{}", progress_line(&target.name, Tick::End, &acc.counts()));
     }
     let mut total = Stats::default();
     let mut first_err = None;
@@ -205,6 +221,7 @@ pub fn run(settings: &Settings, target: &Target, rate: f64) -> Result<Stats> {
         }
     }
     stop.store(true, Ordering::Relaxed);
+    total.sources = Sources::of(&source_ips);
     match first_err {
         Some(e) => Err(e),
         None => Ok(total),

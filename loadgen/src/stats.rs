@@ -1,6 +1,7 @@
 //! Counters and histograms of one run, mergeable across threads, and their JSON form.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -56,6 +57,42 @@ pub struct Stats {
     pub offset_sum_ns: i128,
     /// The transport that carried the packets.
     pub transport: &'static str,
+    /// The addresses the clients sent from.
+    pub sources: Option<Sources>,
+}
+
+/// The source addresses of a run's clients.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Sources {
+    /// The lowest address.
+    pub first: IpAddr,
+    /// The highest address.
+    pub last: IpAddr,
+    /// Distinct addresses.
+    pub count: usize,
+}
+
+impl Sources {
+    pub fn of(ips: &[IpAddr]) -> Option<Sources> {
+        let set: BTreeSet<IpAddr> = ips.iter().copied().collect();
+        Some(Sources {
+            first: *set.first()?,
+            last: *set.last()?,
+            count: set.len(),
+        })
+    }
+
+    /// `over 127.0.0.1–127.0.0.64`, `over 300 addresses 127.0.0.1–127.0.0.255`, or `from
+    /// 10.0.0.2` (one address).
+    pub fn describe(&self, clients: usize) -> String {
+        if self.count <= 1 {
+            format!("from {}", self.first)
+        } else if self.count == clients {
+            format!("over {}–{}", self.first, self.last)
+        } else {
+            format!("over {} addresses {}–{}", self.count, self.first, self.last)
+        }
+    }
 }
 
 impl Default for Stats {
@@ -83,6 +120,7 @@ impl Default for Stats {
             offset_max_ns: i64::MIN,
             offset_sum_ns: 0,
             transport: "",
+            sources: None,
         }
     }
 }
@@ -147,6 +185,9 @@ impl Stats {
         self.offset_sum_ns += o.offset_sum_ns;
         if self.transport.is_empty() {
             self.transport = o.transport;
+        }
+        if self.sources.is_none() {
+            self.sources = o.sources.clone();
         }
     }
 }
@@ -248,6 +289,8 @@ pub struct RunReport {
     pub warmup_s: f64,
     pub threads: usize,
     pub clients: usize,
+    /// The addresses the clients sent from.
+    pub sources: Option<Sources>,
     pub transport: &'static str,
     /// Measured requests sent per second.
     pub sent_rate: f64,
@@ -307,6 +350,7 @@ impl RunReport {
             warmup_s,
             threads,
             clients,
+            sources: s.sources.clone(),
             transport: s.transport,
             sent_rate: s.sent as f64 / duration_s,
             valid_rate: s.valid as f64 / duration_s,
@@ -372,6 +416,21 @@ mod tests {
         assert_eq!(a.rtt.len(), 2);
         assert_eq!((a.offset_min_ns, a.offset_max_ns), (-5, 7));
         assert!((a.loss() - 1.0 / 15.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn sources_are_described() {
+        let ips: Vec<IpAddr> = ["127.0.0.2", "127.0.0.1", "127.0.0.3", "127.0.0.1"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let s = Sources::of(&ips).unwrap();
+        assert_eq!(s.count, 3);
+        assert_eq!(s.describe(3), "over 127.0.0.1–127.0.0.3");
+        assert_eq!(s.describe(4), "over 3 addresses 127.0.0.1–127.0.0.3");
+        let one = Sources::of(&ips[..1]).unwrap();
+        assert_eq!(one.describe(64), "from 127.0.0.2");
+        assert_eq!(Sources::of(&[]), None);
     }
 
     #[test]

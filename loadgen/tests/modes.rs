@@ -1,83 +1,14 @@
-//! Closed loop, warm-up, several targets and the rate sweep, against small NTP servers
-//! written here (127.0.0.1, ephemeral ports, bounded runs).
+//! Closed loop, warm-up, several targets, progress lines and the rate sweep, against small
+//! NTP servers written here (127.0.0.1, ephemeral ports, bounded runs). The assertions are on
+//! what was counted, on both sides, never on rates or durations achieved: a busy machine
+//! changes how many requests go out, not whether the figures add up.
 
 mod common;
 
-use std::net::UdpSocket;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use meridian::clock::ClockSnapshot;
-use meridian::proto::{respond, UnixNanos, MAX_REPLY_LEN};
-
-fn now() -> UnixNanos {
-    UnixNanos(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as i64,
-    )
-}
-
-/// A correct server that answers at most `limit_per_sec` requests per second (token bucket
-/// of 20) and silently drops the rest; `None` answers everything.
-struct Server {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    fn start(limit_per_sec: Option<f64>) -> Server {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
-        let port = sock.local_addr().unwrap().port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let snap = ClockSnapshot::local(2, -20, now());
-            let mut buf = [0u8; 2048];
-            let mut out = [0u8; MAX_REPLY_LEN];
-            let mut tokens = 20.0f64;
-            let mut last = Instant::now();
-            while !flag.load(Ordering::Relaxed) {
-                let Ok((len, from)) = sock.recv_from(&mut buf) else {
-                    continue;
-                };
-                if let Some(limit) = limit_per_sec {
-                    let t = Instant::now();
-                    tokens = (tokens + (t - last).as_secs_f64() * limit).min(20.0);
-                    last = t;
-                    if tokens < 1.0 {
-                        continue;
-                    }
-                    tokens -= 1.0;
-                }
-                if let Ok(n) = respond(&buf[..len], &snap, now(), &mut out, now) {
-                    let _ = sock.send_to(&out[..n], from);
-                }
-            }
-        });
-        Server {
-            port,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
+use common::{check_progress_adds_up, NtpServer};
 
 fn loadgen(args: &[&str]) -> (Output, serde_json::Value) {
     let dir = std::env::temp_dir().join(format!(
@@ -87,27 +18,33 @@ fn loadgen(args: &[&str]) -> (Output, serde_json::Value) {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("out.json");
-    let started = Instant::now();
     let out = common::run_bounded(
         {
             let mut c = Command::new(env!("CARGO_BIN_EXE_meridian-loadgen"));
             c.args(args).arg("--json").arg(&json);
             c
         },
-        Duration::from_secs(30),
+        Duration::from_secs(120),
     );
-    assert!(started.elapsed() < Duration::from_secs(30));
     println!("{}", String::from_utf8_lossy(&out.stdout));
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
     let v = serde_json::from_str(&std::fs::read_to_string(&json).unwrap_or_default())
         .unwrap_or(serde_json::Value::Null);
     let _ = std::fs::remove_dir_all(&dir);
     (out, v)
 }
 
+/// A count from a JSON run.
+fn count(run: &serde_json::Value, key: &str) -> u64 {
+    run[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {key} in {run}"))
+}
+
 #[test]
 fn closed_loop_with_warmup() {
-    let server = Server::start(None);
-    let target = format!("127.0.0.1:{}", server.port);
+    let server = NtpServer::start();
+    let target = server.addr();
     let (out, v) = loadgen(&[
         "--target",
         &target,
@@ -115,37 +52,82 @@ fn closed_loop_with_warmup() {
         "0",
         "--duration",
         "0.5",
+        // The worker's first requests go out as soon as it runs: a second of warm-up leaves it
+        // all that time to get there.
         "--warmup",
-        "0.2",
+        "1",
         "--clients",
         "2",
         "--window",
         "2",
         "--timeout-ms",
-        "300",
-        "--quiet",
+        "10000",
     ]);
     assert!(out.status.success(), "{out:?}");
     let run = &v["runs"][0];
     assert_eq!(run["mode"], "closed");
     assert_eq!(run["invalid"], 0);
-    assert!(run["warmup_sent"].as_u64().unwrap() > 0, "{run}");
-    let valid = run["valid"].as_u64().unwrap();
-    assert!(valid > 100, "{run}");
-    // At most clients × window requests can be in flight: everything sent was answered.
-    assert_eq!(run["lost"], 0, "{run}");
-    assert_eq!(run["sent"].as_u64().unwrap(), valid);
+    let warmup_sent = count(run, "warmup_sent");
+    assert!(warmup_sent > 0, "{run}");
+    let (sent, valid) = (count(run, "sent"), count(run, "valid"));
+    assert!(valid > 0, "{run}");
+    // At most clients × window requests are in flight: everything sent was answered.
+    assert_eq!(count(run, "lost"), 0, "{run}");
+    assert_eq!(sent, valid, "{run}");
+    // The server answered the warm-up's requests and the measured ones, and only the measured
+    // ones were counted.
+    let served = server.stop();
+    assert_eq!(served.answered, warmup_sent + sent, "{served:?} {run}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    check_progress_adds_up(&stderr, &target, run);
+}
+
+#[test]
+fn progress_lines_add_up_even_in_a_run_shorter_than_a_second() {
+    let server = NtpServer::start();
+    let target = format!("short={}", server.addr());
+    let (out, v) = loadgen(&[
+        "--target",
+        &target,
+        "--rate",
+        "1000",
+        "--duration",
+        "0.3",
+        "--timeout-ms",
+        "10000",
+        "--max-loss",
+        "1",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // However the run went, its last line (`end`) is printed and the lines add up.
+    let lines = check_progress_adds_up(&stderr, "short", &v["runs"][0]);
+    assert!(lines >= 1);
+    // --quiet prints none.
+    let (out, _) = loadgen(&[
+        "--target",
+        &target,
+        "--rate",
+        "1000",
+        "--duration",
+        "0.3",
+        "--max-loss",
+        "1",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(common::progress_lines(&String::from_utf8_lossy(&out.stderr), "short").is_empty());
 }
 
 #[test]
 fn several_targets_run_one_after_another() {
-    let a = Server::start(None);
-    let b = Server::start(None);
+    let a = NtpServer::start();
+    let b = NtpServer::start();
     let (out, v) = loadgen(&[
         "--target",
-        &format!("first=127.0.0.1:{}", a.port),
+        &format!("first={}", a.addr()),
         "--target",
-        &format!("second=127.0.0.1:{}", b.port),
+        &format!("second={}", b.addr()),
         "--rate",
         "300",
         "--duration",
@@ -154,49 +136,129 @@ fn several_targets_run_one_after_another() {
         "2",
         "--clients",
         "4",
-        "--quiet",
+        "--timeout-ms",
+        "10000",
+        // Late slots are sent, not skipped: requests go out however busy the machine.
+        "--max-lag-us",
+        "10000000",
+        "--max-loss",
+        "0.5",
     ]);
     assert!(out.status.success(), "{out:?}");
     let runs = v["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 2);
     assert_eq!(runs[0]["target"], "first");
     assert_eq!(runs[1]["target"], "second");
-    for r in runs {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for (r, server) in runs.iter().zip([a, b]) {
         assert_eq!(r["invalid"], 0);
-        assert!(r["valid"].as_u64().unwrap() > 50, "{r}");
         assert_eq!(r["threads"], 2);
+        let (sent, valid) = (count(r, "sent"), count(r, "valid"));
+        // 300/s for 0.4 s: 120 slots, each sent, skipped (late) or refused.
+        let scheduled = sent + count(r, "missed_sends") + count(r, "send_errors");
+        assert!((119..=121).contains(&scheduled), "{r}");
+        assert!(valid > 0, "{r}");
+        assert_eq!(valid + count(r, "lost"), sent, "{r}");
+        // Each target got its own run's requests, no other.
+        let served = server.stop();
+        assert_eq!(served.received, served.answered);
+        assert!(
+            served.answered >= valid && served.received <= sent,
+            "{served:?} {r}"
+        );
+        check_progress_adds_up(&stderr, r["target"].as_str().unwrap(), r);
     }
 }
 
 #[test]
-fn sweep_finds_the_rate_limit() {
-    // The server answers at most 300/s: 200/s passes, 400/s loses a quarter.
-    let server = Server::start(Some(300.0));
+fn sweep_stops_at_the_first_lossy_step() {
+    // A capacity that runs out after a number of requests, not a rate: the server answers the
+    // first 150 requests and none after. With nothing skipped (--max-lag-us 10 s: late slots
+    // are sent, not skipped), the steps send 50, 100, 200, ... requests: 100/s and 200/s pass,
+    // 400/s loses all but none of its requests, and the sweep stops there.
+    let server = NtpServer::with_budget(150);
+    let rates = [100.0, 200.0, 400.0, 800.0];
     let (out, v) = loadgen(&[
         "--target",
-        &format!("limited=127.0.0.1:{}", server.port),
+        &format!("limited={}", server.addr()),
         "--sweep",
         "--sweep-rates",
         "100,200,400,800",
         "--duration",
         "0.5",
         "--timeout-ms",
-        "200",
+        "3000",
+        "--max-lag-us",
+        "10000000",
         "--quiet",
     ]);
     // Loss ends a sweep; only invalid replies fail it.
     assert!(out.status.success(), "{out:?}");
     let sweep = &v["sweeps"][0];
-    assert_eq!(sweep["stop"], "loss", "{sweep}");
-    assert_eq!(sweep["max_sustained_rate"], 200.0, "{sweep}");
-    assert_eq!(sweep["steps"].as_array().unwrap().len(), 3);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let steps = sweep["steps"].as_array().unwrap();
+    assert!(!steps.is_empty(), "{sweep}");
+    // What the sweep's verdict must have been on each step, from the step's own counts.
+    let threshold = sweep["loss_threshold"].as_f64().unwrap();
+    let lossy = |s: &serde_json::Value| {
+        let sent = count(s, "sent");
+        sent == 0 || count(s, "lost") as f64 / sent as f64 >= threshold
+    };
+    let generator_limited = |s: &serde_json::Value| {
+        let skipped = count(s, "missed_sends") + count(s, "send_errors");
+        skipped as f64 / (count(s, "sent") + skipped) as f64 > 0.05
+    };
+    let mut cumulative = 0;
+    for (i, s) in steps.iter().enumerate() {
+        assert_eq!(s["offered_rate"], rates[i], "{sweep}");
+        assert_eq!(s["invalid"], 0, "{s}");
+        let before = cumulative;
+        cumulative += count(s, "sent");
+        if i + 1 < steps.len() {
+            assert!(
+                !lossy(s) && !generator_limited(s),
+                "step {i} should have ended it: {s}"
+            );
+        } else {
+            assert!(
+                lossy(s) || generator_limited(s),
+                "the last step did not end it: {s}"
+            );
+        }
+        if before >= 150 {
+            // The budget was spent before this step: nothing of it was answered.
+            assert_eq!(count(s, "valid"), 0, "{s}");
+        }
+    }
+    // The sweep ends at the latest on the step that overran the budget.
     assert!(
-        stdout.contains("sweep limited (127.0.0.1:") && stdout.contains("200 req/s offered"),
-        "{stdout}"
+        cumulative > 150 || generator_limited(steps.last().unwrap()),
+        "{sweep}"
     );
-    // The best step's figures are the run reported.
-    assert_eq!(v["runs"][0]["offered_rate"], 200.0);
+    let last = steps.last().unwrap();
+    let (stop, best) = if lossy(last) {
+        let best = steps.len().checked_sub(2).map(|i| rates[i]);
+        ("loss", best)
+    } else {
+        ("generator_limited", Some(rates[steps.len() - 1]))
+    };
+    assert_eq!(sweep["stop"], stop, "{sweep}");
+    assert_eq!(sweep["max_sustained_rate"].as_f64(), best, "{sweep}");
+    // With no slot skipped, the budget runs out in the third step exactly.
+    if steps.iter().all(|s| count(s, "missed_sends") == 0) {
+        assert_eq!(steps.len(), 3, "{sweep}");
+        assert_eq!(best, Some(200.0));
+    }
+    // The best step's figures are the run reported, and the line names it.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("sweep limited (127.0.0.1:"), "{stdout}");
+    if let Some(best) = best {
+        assert_eq!(v["runs"][0]["offered_rate"], best);
+        assert!(
+            stdout.contains(&format!("{best:.0} req/s offered")),
+            "{stdout}"
+        );
+    }
+    assert_eq!(server.stop().answered, 150.min(cumulative));
 }
 
 #[test]
@@ -207,7 +269,7 @@ fn bad_arguments_are_refused() {
             c.args(["--target", "127.0.0.1:9", "--threads", "0"]);
             c
         },
-        Duration::from_secs(30),
+        Duration::from_secs(120),
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--threads"));

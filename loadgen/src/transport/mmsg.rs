@@ -2,6 +2,7 @@
 //! nanosecond timeout (epoll_pwait2), and SO_TIMESTAMPNS kernel receive timestamps.
 
 use std::io;
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
@@ -221,6 +222,14 @@ impl Transport for MmsgTransport {
 
     fn batch(&self) -> usize {
         self.batch
+    }
+
+    fn source_ips(&self) -> Vec<IpAddr> {
+        self.socks
+            .iter()
+            .filter_map(|s| s.local_addr().ok()?.as_socket())
+            .map(|a| a.ip())
+            .collect()
     }
 
     fn send(&mut self, client: usize, payloads: &[Payload]) -> io::Result<usize> {

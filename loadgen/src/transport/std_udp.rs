@@ -2,7 +2,7 @@
 //! The fallback off Linux and a reference for the batched path.
 
 use std::io;
-use std::net::UdpSocket;
+use std::net::{IpAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use super::{Payload, RecvMeta, RecvOutcome, Transport, RECV_BUF};
@@ -70,6 +70,14 @@ impl Transport for StdTransport {
 
     fn batch(&self) -> usize {
         self.batch
+    }
+
+    fn source_ips(&self) -> Vec<IpAddr> {
+        self.socks
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .map(|a| a.ip())
+            .collect()
     }
 
     fn send(&mut self, client: usize, payloads: &[Payload]) -> io::Result<usize> {

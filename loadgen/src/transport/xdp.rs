@@ -341,6 +341,10 @@ impl Transport for XdpTransport {
         self.batch
     }
 
+    fn source_ips(&self) -> Vec<IpAddr> {
+        self.specs.iter().map(|s| s.src.ip()).collect()
+    }
+
     fn send(&mut self, client: usize, payloads: &[Payload]) -> io::Result<usize> {
         let spec = self.specs[client];
         let xsk = &mut self.kept.as_mut().expect("open until dropped").binding.xsk;
