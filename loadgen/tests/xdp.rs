@@ -37,6 +37,17 @@ fn netns_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/netns.sh")
 }
 
+/// Says why a test does not run here. With `MERIDIAN_REQUIRE_ALL=1` (set by `.ci/run`, where
+/// everything is present) a skip is a failure instead.
+fn skip_notice(test: &str, reason: &str) {
+    let required = std::env::var_os("MERIDIAN_REQUIRE_ALL").is_some_and(|v| v == "1");
+    assert!(
+        !required,
+        "MERIDIAN_REQUIRE_ALL=1, but {test} would be skipped: {reason}"
+    );
+    eprintln!("SKIP {test}: {reason}");
+}
+
 /// Why the test cannot run here, if it cannot.
 fn skip_reason() -> Option<String> {
     // The effective uid, second field of "Uid:" in /proc/self/status (no unsafe here).
@@ -199,7 +210,7 @@ fn check_run(out: &Output, json: &Path, what: &str) {
 #[test]
 fn xdp_transport_against_udp_and_xdp_backends() {
     if let Some(why) = skip_reason() {
-        eprintln!("skipping xdp_transport_against_udp_and_xdp_backends: {why}");
+        skip_notice("xdp_transport_against_udp_and_xdp_backends", &why);
         return;
     }
     let ns = Netns::up();
@@ -241,7 +252,7 @@ fn xdp_transport_against_udp_and_xdp_backends() {
 #[test]
 fn xdp_transport_refuses_what_it_cannot_serve() {
     if let Some(why) = skip_reason() {
-        eprintln!("skipping xdp_transport_refuses_what_it_cannot_serve: {why}");
+        skip_notice("xdp_transport_refuses_what_it_cannot_serve", &why);
         return;
     }
     // No namespaces needed: these fail before anything is attached.
