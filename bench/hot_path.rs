@@ -56,11 +56,75 @@ fn reply(c: &mut Criterion) {
     g.finish();
 }
 
+/// Runs `f` while a writer publishes into `shared` at 1 kHz and `readers` other threads load
+/// it in a loop (the workers of the other cores), then stops them.
+fn with_writer_and_readers<T: Send + Sync>(
+    shared: &T,
+    publish: impl Fn(&T, i64) + Send + Sync,
+    load: impl Fn(&T) + Send + Sync,
+    readers: usize,
+    f: impl FnOnce(),
+) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                publish(shared, n);
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        });
+        for _ in 0..readers {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..1024 {
+                        load(shared);
+                    }
+                }
+            });
+        }
+        f();
+        stop.store(true, Ordering::Relaxed);
+    });
+}
+
 fn snapshot(c: &mut Criterion) {
     let shared = SharedClock::new(ClockSnapshot::local(2, -24, NOW));
     let mut g = c.benchmark_group("clock");
     g.throughput(Throughput::Elements(1));
     g.bench_function("snapshot_load", |b| b.iter(|| black_box(&shared).load()));
+    // The same while the discipline's writer publishes at 1 kHz (1000x its real rate) and
+    // the other cores' workers load it too: readers must not slow down.
+    let others = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .saturating_sub(1);
+    let publish =
+        |s: &SharedClock, n: i64| s.publish(ClockSnapshot::local(2, -24, NOW.add_nanos(n)));
+    let load = |s: &SharedClock| {
+        black_box(s.load());
+    };
+    with_writer_and_readers(&shared, publish, load, others, || {
+        g.bench_function("snapshot_load_while_publishing_1khz", |b| {
+            b.iter(|| black_box(&shared).load())
+        });
+    });
+    // The publication it replaced, for the record: crossbeam's AtomicCell (a striped global
+    // lock for a value this size; a racing reader takes it).
+    let cell = crossbeam::atomic::AtomicCell::new(ClockSnapshot::local(2, -24, NOW));
+    g.bench_function("atomiccell_load", |b| b.iter(|| black_box(&cell).load()));
+    let publish = |s: &crossbeam::atomic::AtomicCell<ClockSnapshot>, n: i64| {
+        s.store(ClockSnapshot::local(2, -24, NOW.add_nanos(n)))
+    };
+    let load = |s: &crossbeam::atomic::AtomicCell<ClockSnapshot>| {
+        black_box(s.load());
+    };
+    with_writer_and_readers(&cell, publish, load, others, || {
+        g.bench_function("atomiccell_load_while_publishing_1khz", |b| {
+            b.iter(|| black_box(&cell).load())
+        });
+    });
     let snap = shared.load();
     g.bench_function("cook", |b| b.iter(|| black_box(&snap).cook(black_box(NOW))));
     g.finish();

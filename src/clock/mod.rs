@@ -3,11 +3,12 @@
 //!
 //! Workers read a snapshot once per batch and never block; the one writer (the runtime's
 //! `Server::tick` while the local clock is served, the discipline thread while sources are
-//! followed) replaces it whole.
-//! `crossbeam::atomic::AtomicCell` holds it: for a value of this size it is a seqlock, so a read
-//! is an optimistic copy validated by a sequence number and writes no shared cache line.
+//! followed) replaces it whole, through [`SharedClock`], a sequence lock whose readers only
+//! read shared memory (see [`seqlock`]).
 
-use crossbeam::atomic::AtomicCell;
+pub mod seqlock;
+
+use seqlock::SeqLock;
 
 use crate::proto::{Leap, NtpShort, NtpTimestamp, UnixNanos};
 
@@ -125,27 +126,72 @@ impl ClockSnapshot {
     }
 }
 
-/// The single-writer, many-reader cell holding the current snapshot.
+/// The single-writer, many-reader cell holding the current snapshot: a [`SeqLock`] over the
+/// snapshot packed into eight words. A reader copies the words and checks the sequence number
+/// around them, retrying only when a publication raced it; it never writes shared memory, so
+/// readers on every core never contend with each other or slow the writer.
 pub struct SharedClock {
-    cell: AtomicCell<ClockSnapshot>,
+    cell: SeqLock<SNAPSHOT_WORDS>,
 }
+
+/// Words of a packed [`ClockSnapshot`].
+const SNAPSHOT_WORDS: usize = 8;
 
 impl SharedClock {
     pub fn new(initial: ClockSnapshot) -> Self {
         SharedClock {
-            cell: AtomicCell::new(initial),
+            cell: SeqLock::new(pack(&initial)),
         }
     }
 
-    /// The current snapshot (never blocks a writer; retries only if a write raced).
+    /// The current snapshot (never blocks; retries only if a publication raced the read).
     #[inline]
     pub fn load(&self) -> ClockSnapshot {
-        self.cell.load()
+        unpack(&self.cell.read())
     }
 
-    /// Publishes a new snapshot. Only one thread may publish.
+    /// Publishes a new snapshot. Only one thread may publish (the clock has one writer).
     pub fn publish(&self, snap: ClockSnapshot) {
-        self.cell.store(snap);
+        self.cell.write(&pack(&snap));
+    }
+}
+
+/// A snapshot as words, every field in full (unpacking gives the same value back).
+fn pack(s: &ClockSnapshot) -> [u64; SNAPSHOT_WORDS] {
+    let small = u64::from(s.synchronized)
+        | (s.leap as u64) << 8
+        | u64::from(s.stratum) << 16
+        | u64::from(s.precision as u8) << 24
+        | u64::from(s.epoch) << 32;
+    [
+        small,
+        u64::from(s.root_delay.0) | u64::from(u32::from_be_bytes(s.reference_id)) << 32,
+        s.root_dispersion_ns as u64,
+        s.dispersion_rate.to_bits(),
+        s.reference_time.0 as u64,
+        s.correction.at.0 as u64,
+        s.correction.offset_ns as u64,
+        s.correction.freq.to_bits(),
+    ]
+}
+
+fn unpack(w: &[u64; SNAPSHOT_WORDS]) -> ClockSnapshot {
+    ClockSnapshot {
+        synchronized: w[0] & 1 != 0,
+        leap: Leap::from_bits((w[0] >> 8) as u8),
+        stratum: (w[0] >> 16) as u8,
+        precision: (w[0] >> 24) as u8 as i8,
+        epoch: (w[0] >> 32) as u32,
+        root_delay: NtpShort(w[1] as u32),
+        reference_id: ((w[1] >> 32) as u32).to_be_bytes(),
+        root_dispersion_ns: w[2] as i64,
+        dispersion_rate: f64::from_bits(w[3]),
+        reference_time: UnixNanos(w[4] as i64),
+        correction: Correction {
+            at: UnixNanos(w[5] as i64),
+            offset_ns: w[6] as i64,
+            freq: f64::from_bits(w[7]),
+        },
     }
 }
 
@@ -183,6 +229,29 @@ pub struct RawStamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_survives_packing_whole() {
+        let mut s = ClockSnapshot::local(3, -23, UnixNanos(1_700_000_000_123_456_789));
+        s.leap = Leap::DelSecond;
+        s.root_delay = NtpShort(0xdead_beef);
+        s.root_dispersion_ns = -5;
+        s.dispersion_rate = 1.5e-5;
+        s.reference_id = [192, 0, 2, 1];
+        s.correction = Correction {
+            at: UnixNanos(-7),
+            offset_ns: i64::MIN,
+            freq: -3.25e-7,
+        };
+        s.epoch = u32::MAX;
+        assert_eq!(unpack(&pack(&s)), s);
+        let u = ClockSnapshot::unsynchronized(-128);
+        assert_eq!(unpack(&pack(&u)), u);
+        let shared = SharedClock::new(u);
+        assert_eq!(shared.load(), u);
+        shared.publish(s);
+        assert_eq!(shared.load(), s);
+    }
 
     #[test]
     fn cook_applies_offset_and_frequency() {
