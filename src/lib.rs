@@ -13,6 +13,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod datapath;
 pub mod discipline;
 #[allow(unsafe_code, clippy::disallowed_methods)]
 pub mod io;
