@@ -38,11 +38,15 @@ impl HostFacts {
     }
 }
 
-/// Why `clock.mode = "system"` cannot run on this host, if it cannot: it exists on Linux only
-/// and needs CAP_SYS_TIME.
+/// Why `clock.mode = "system"` cannot run on this host, if it cannot: it exists in Linux
+/// builds only (`linux`: the `linux_io` cfg) and needs CAP_SYS_TIME.
 pub fn system_mode_refusal(linux: bool, may_set_clock: bool) -> Option<&'static str> {
     if !linux {
-        Some("\"system\" is implemented only on Linux; use \"virtual\"")
+        Some(
+            "\"system\" adjusts the OS clock with clock_adjtime, which only Linux builds do (not \
+             this one: another system, or a Linux build made with --cfg meridian_portable); \
+             \"virtual\" never touches it",
+        )
     } else if !may_set_clock {
         Some(
             "\"system\" adjusts the OS clock and needs the CAP_SYS_TIME capability (run as \
@@ -84,7 +88,7 @@ impl Config {
             }
         }
         let xdp_possible = matches!(s.backend, BackendKind::Xdp | BackendKind::Auto);
-        if xdp_possible && cfg!(target_os = "linux") {
+        if xdp_possible && cfg!(linux_io) {
             for name in &s.interface {
                 if (host.interface_exists)(name) {
                     continue;
@@ -138,9 +142,7 @@ impl Config {
         let c = &self.clock;
         match c.mode {
             ClockMode::System => {
-                if let Some(why) =
-                    system_mode_refusal(cfg!(target_os = "linux"), host.may_set_clock)
-                {
+                if let Some(why) = system_mode_refusal(cfg!(linux_io), host.may_set_clock) {
                     errors.add("clock.mode", why.to_owned());
                 }
                 if let Some(path) = &c.drift_file {
@@ -228,7 +230,7 @@ mod tests {
             .contains("CAP_SYS_TIME"));
         assert!(system_mode_refusal(false, true)
             .unwrap()
-            .contains("only on Linux"));
+            .contains("only Linux builds"));
     }
 
     #[test]

@@ -3,14 +3,19 @@
 //! pinned worker, which runs it until the stop flag is set.
 //!
 //! With `sys/`, this is the only home of `unsafe`; control-message parsing (timestamps,
-//! destination addresses) lives in [`cmsg`] and is shared by every socket-based backend.
+//! destination addresses) lives in `cmsg` and is shared by every Linux socket backend.
+//!
+//! Everything Linux-specific sits behind the `linux_io` cfg (set by `build.rs` on Linux unless
+//! the build says `--cfg meridian_portable`): `cmsg`, `uring`, `xdp` and `udp::linux`, and the
+//! Linux halves of `upstream`. Without it only `udp::portable` and std remain.
 
+#[cfg(linux_io)]
 pub mod cmsg;
 pub mod udp;
 pub mod upstream;
-#[cfg(target_os = "linux")]
+#[cfg(linux_io)]
 pub mod uring;
-#[cfg(target_os = "linux")]
+#[cfg(linux_io)]
 pub mod xdp;
 
 use std::net::SocketAddr;
