@@ -479,6 +479,9 @@ fn a_pool_entry_resolves_and_synchronises() {
 /// can never adjust the machine's clock.
 #[test]
 fn system_mode_without_cap_sys_time_refuses_to_start() {
+    if !cfg!(linux_io) {
+        skip!("a portable build refuses system mode outright (tests/portable.rs)");
+    }
     if !common::is_root() {
         skip!("needs root to drop a capability with setpriv");
     }
