@@ -19,6 +19,11 @@ pub mod uring;
 pub mod xdp;
 
 use std::net::SocketAddr;
+
+/// Why a build without `linux_io` has no io-uring or xdp backend, for the operator.
+pub const ONLY_PORTABLE_UDP: &str = "this build has only the portable udp backend (io_uring \
+    and AF_XDP exist only in Linux builds, and a Linux build made with --cfg meridian_portable \
+    leaves them out)";
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 

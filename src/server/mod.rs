@@ -108,17 +108,12 @@ fn open_backend(opts: &Config, workers: usize) -> anyhow::Result<Opened> {
     }
 }
 
-/// Why a build without `linux_io` has no io-uring or xdp backend, for the operator.
-#[cfg(not(linux_io))]
-const ONLY_PORTABLE_UDP: &str = "this build has only the portable udp backend (io_uring and \
-    AF_XDP exist only in Linux builds, and a Linux build made with --cfg meridian_portable \
-    leaves them out)";
-
 /// Opens the backend of a build without `linux_io` (another system, or `--cfg
 /// meridian_portable`): only the portable UDP backend exists, `auto` takes it, and asking for
 /// io-uring or xdp is an error that says so.
 #[cfg(not(linux_io))]
 fn open_backend(opts: &Config, workers: usize) -> anyhow::Result<Opened> {
+    use io::ONLY_PORTABLE_UDP;
     match opts.server.backend {
         BackendKind::Udp | BackendKind::Auto => {
             if opts.server.backend == BackendKind::Auto && !opts.server.interface.is_empty() {
