@@ -11,7 +11,6 @@
 //! `tests/portable.rs` checks that it refuses `--backend xdp`.
 
 #![cfg(linux_io)]
-
 // Integration tests and benchmarks run on real time.
 #![allow(clippy::disallowed_methods)]
 
