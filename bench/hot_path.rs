@@ -144,7 +144,7 @@ fn timestamps(c: &mut Criterion) {
     g.finish();
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(linux_io)]
 fn xdp_frame(c: &mut Criterion) {
     use meridian::clock::{RawStamp, TimestampQuality};
     use meridian::io::xdp::frame::{answer_in_place, build_udp, AddrFilter, UdpFrameSpec};
@@ -186,7 +186,7 @@ fn xdp_frame(c: &mut Criterion) {
     g.finish();
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(linux_io))]
 fn xdp_frame(_: &mut Criterion) {}
 
 criterion_group!(hot_path, parse, reply, snapshot, timestamps, xdp_frame);

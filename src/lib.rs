@@ -8,24 +8,38 @@
 //! query command), so the protocol core, the discipline core and the configuration get time
 //! passed in (`clippy.toml` disallows `Instant::now`, `SystemTime::now` and `clock_gettime`
 //! elsewhere).
+//!
+//! Linux-only code (kernel timestamps, recvmmsg, io_uring, AF_XDP, clock_adjtime) sits behind
+//! the `linux_io` cfg that `build.rs` sets on Linux; `RUSTFLAGS="--cfg meridian_portable"`
+//! turns it off to build the portable path (std sockets and clocks, no libc, no unsafe) as on
+//! any other system: there `unsafe` is denied in `io/` and `sys/` too.
 
 #![deny(unsafe_code)]
+
+// Without `linux_io` the name `libc` means `core`, so a libc call or constant left outside a
+// `linux_io` item fails to compile: the portable build proves it never calls libc.
+#[cfg(not(linux_io))]
+extern crate core as libc;
 
 pub mod clock;
 pub mod config;
 pub mod datapath;
 pub mod discipline;
-#[allow(unsafe_code, clippy::disallowed_methods)]
+#[cfg_attr(linux_io, allow(unsafe_code))]
+#[allow(clippy::disallowed_methods)]
 pub mod io;
 pub mod proto;
 #[allow(clippy::disallowed_methods)]
 pub mod query;
 #[allow(clippy::disallowed_methods)]
 pub mod server;
-#[allow(unsafe_code, clippy::disallowed_methods)]
+#[cfg_attr(linux_io, allow(unsafe_code))]
+#[allow(clippy::disallowed_methods)]
 pub mod sys;
 
 #[cfg(test)]
+// So far only Linux-only tests can be skipped: unused in a portable build.
+#[cfg_attr(not(linux_io), allow(dead_code))]
 pub(crate) mod test_support {
     /// Says why a test or part of one does not run here. With `MERIDIAN_REQUIRE_ALL=1` (set by
     /// `.ci/run`, where everything is installed) a skip is a failure instead.

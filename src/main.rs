@@ -214,10 +214,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
-    signal_hook::flag::register(signal_hook::consts::SIGUSR1, dump.clone())
-        .context("installing signal handlers")?;
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
-        .context("installing signal handlers")?;
+    // SIGUSR1 and SIGHUP exist only on Unix; elsewhere (Windows) the report comes at exit
+    // only and the configuration is read once.
+    #[cfg(unix)]
+    {
+        signal_hook::flag::register(signal_hook::consts::SIGUSR1, dump.clone())
+            .context("installing signal handlers")?;
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
+            .context("installing signal handlers")?;
+    }
 
     let mut server = Server::start(&cfg, stop.clone())?;
     while !server.stopping() {

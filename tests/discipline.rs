@@ -476,7 +476,9 @@ fn a_pool_entry_resolves_and_synchronises() {
 
 /// `clock.mode = "system"` without CAP_SYS_TIME must refuse to start. The capability is
 /// dropped from the bounding set with setpriv, and its absence is checked first, so the test
-/// can never adjust the machine's clock.
+/// can never adjust the machine's clock. (A portable build refuses system mode whatever the
+/// capabilities: `tests/portable.rs`.)
+#[cfg(linux_io)]
 #[test]
 fn system_mode_without_cap_sys_time_refuses_to_start() {
     if !common::is_root() {

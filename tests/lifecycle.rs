@@ -13,8 +13,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    assert_answers, backends, counter, ipv6_available, run_bounded, run_meridian, Server,
-    ServerOpts, MERIDIAN,
+    assert_answers, backend_name, backends, counter, ipv6_available, run_bounded, run_meridian,
+    Server, ServerOpts, MERIDIAN,
 };
 
 /// Start-up failures must come well before this.
@@ -42,7 +42,7 @@ fn sigint_and_sigterm_stop_within_a_second_with_a_report() {
                 stopped.stderr
             );
             let r = &stopped.report;
-            assert_eq!(r["backend"], backend, "{r}");
+            assert_eq!(r["backend"], backend_name(backend), "{r}");
             assert!(r["uptime_secs"].as_f64().is_some_and(|u| u > 0.0), "{r}");
             assert_eq!(counter(r, &["total", "received"]), 1, "{r}");
             assert_eq!(counter(r, &["total", "answered"]), 1, "{r}");

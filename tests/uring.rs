@@ -1,6 +1,8 @@
 //! io_uring-specific behaviour: a burst larger than the provided buffer ring exhausts it, the
-//! multishot receive is re-armed, and every later request is still answered.
+//! multishot receive is re-armed, and every later request is still answered. Linux builds
+//! only: a portable build has no io-uring backend.
 
+#![cfg(linux_io)]
 // Integration tests and benchmarks run on real time.
 #![allow(clippy::disallowed_methods)]
 

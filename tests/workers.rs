@@ -207,6 +207,9 @@ fn burst_from_many_ports_is_answered_by_both_workers() {
     );
 }
 
+/// Linux builds only: a portable build has no reuseport steering (its workers share each
+/// socket, so any of them may answer a client).
+#[cfg(linux_io)]
 #[test]
 fn each_client_address_is_served_by_one_worker() {
     const PORTS: usize = 20;

@@ -6,7 +6,11 @@
 //! Needs root (namespaces, bpf(2), AF_XDP) and `ip`; skips with the reason otherwise. Every
 //! namespace is deleted by a guard and every process killed by PID, also when an assertion
 //! fails.
+//!
+//! AF_XDP is Linux-only: a portable build (`--cfg meridian_portable`) has no xdp backend, and
+//! `tests/portable.rs` checks that it refuses `--backend xdp`.
 
+#![cfg(linux_io)]
 // Integration tests and benchmarks run on real time.
 #![allow(clippy::disallowed_methods)]
 

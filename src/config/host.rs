@@ -18,6 +18,9 @@ pub struct HostFacts {
     pub address_usable: fn(&SocketAddr) -> bool,
     /// Whether the process may set the clock (CAP_SYS_TIME).
     pub may_set_clock: bool,
+    /// Whether this build has the Linux-only parts (the `linux_io` cfg): the io-uring and xdp
+    /// backends and `clock.mode = "system"`. Without them only `udp` (portable) remains.
+    pub linux_io: bool,
 }
 
 impl HostFacts {
@@ -34,15 +37,20 @@ impl HostFacts {
                 addr.ip().is_unspecified() || UdpSocket::bind(SocketAddr::new(addr.ip(), 0)).is_ok()
             },
             may_set_clock: crate::sys::timex::has_cap_sys_time(),
+            linux_io: cfg!(linux_io),
         }
     }
 }
 
-/// Why `clock.mode = "system"` cannot run on this host, if it cannot: it exists on Linux only
-/// and needs CAP_SYS_TIME.
+/// Why `clock.mode = "system"` cannot run on this host, if it cannot: it exists in Linux
+/// builds only (`linux`: the `linux_io` cfg) and needs CAP_SYS_TIME.
 pub fn system_mode_refusal(linux: bool, may_set_clock: bool) -> Option<&'static str> {
     if !linux {
-        Some("\"system\" is implemented only on Linux; use \"virtual\"")
+        Some(
+            "\"system\" adjusts the OS clock with clock_adjtime, which only Linux builds do (not \
+             this one: another system, or a Linux build made with --cfg meridian_portable); \
+             \"virtual\" never touches it",
+        )
     } else if !may_set_clock {
         Some(
             "\"system\" adjusts the OS clock and needs the CAP_SYS_TIME capability (run as \
@@ -83,8 +91,24 @@ impl Config {
                 );
             }
         }
+        if !host.linux_io {
+            let backend = match s.backend {
+                BackendKind::IoUring => Some("io-uring"),
+                BackendKind::Xdp => Some("xdp"),
+                BackendKind::Udp | BackendKind::Auto => None,
+            };
+            if let Some(backend) = backend {
+                errors.add(
+                    "server.backend",
+                    format!(
+                        "\"{backend}\" cannot run: {}; use \"udp\" or \"auto\"",
+                        crate::io::ONLY_PORTABLE_UDP
+                    ),
+                );
+            }
+        }
         let xdp_possible = matches!(s.backend, BackendKind::Xdp | BackendKind::Auto);
-        if xdp_possible && cfg!(target_os = "linux") {
+        if xdp_possible && host.linux_io {
             for name in &s.interface {
                 if (host.interface_exists)(name) {
                     continue;
@@ -138,9 +162,7 @@ impl Config {
         let c = &self.clock;
         match c.mode {
             ClockMode::System => {
-                if let Some(why) =
-                    system_mode_refusal(cfg!(target_os = "linux"), host.may_set_clock)
-                {
+                if let Some(why) = system_mode_refusal(host.linux_io, host.may_set_clock) {
                     errors.add("clock.mode", why.to_owned());
                 }
                 if let Some(path) = &c.drift_file {
@@ -187,13 +209,18 @@ mod tests {
             interface_exists: |n| n == "eth0",
             address_usable: |a| a.ip().is_loopback() || a.ip().is_unspecified(),
             may_set_clock: false,
+            linux_io: true,
         }
     }
 
     fn check(text: &str) -> (Vec<String>, Vec<String>) {
+        check_on(&facts(), text)
+    }
+
+    fn check_on(host: &HostFacts, text: &str) -> (Vec<String>, Vec<String>) {
         let c = Config::parse(text, "t.toml").unwrap();
         let (mut e, mut w) = (Problems::default(), Problems::default());
-        c.host_problems(&facts(), &mut e, &mut w);
+        c.host_problems(host, &mut e, &mut w);
         let words = |p: Problems| p.0.into_iter().map(|p| format!("{}: {}", p.key, p.message));
         (words(e).collect(), words(w).collect())
     }
@@ -228,7 +255,43 @@ mod tests {
             .contains("CAP_SYS_TIME"));
         assert!(system_mode_refusal(false, true)
             .unwrap()
-            .contains("only on Linux"));
+            .contains("only Linux builds"));
+    }
+
+    #[test]
+    fn a_portable_build_refuses_what_only_linux_builds_have() {
+        let portable = HostFacts {
+            linux_io: false,
+            may_set_clock: true,
+            ..facts()
+        };
+        for (name, text) in [
+            ("io-uring", "[server]\nbackend = \"io-uring\"\n"),
+            ("xdp", "[server]\nbackend = \"xdp\"\ninterface = \"eth0\"\n"),
+        ] {
+            let (e, _) = check_on(&portable, text);
+            assert_eq!(e.len(), 1, "{e:?}");
+            assert!(
+                e[0].starts_with(&format!(
+                    "server.backend: \"{name}\" cannot run: this build"
+                )),
+                "{e:?}"
+            );
+            assert!(e[0].contains("use \"udp\" or \"auto\""), "{e:?}");
+        }
+        // Interfaces are not looked up: no xdp here to use them.
+        let (e, _) = check_on(&portable, "[server]\ninterface = \"eth9\"\n");
+        assert!(e.is_empty(), "{e:?}");
+        let (e, _) = check_on(&portable, "[clock]\nmode = \"system\"\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("clock.mode: \"system\" adjusts the OS clock"),
+            "{e:?}"
+        );
+        assert!(e[0].contains("meridian_portable"), "{e:?}");
+        // What a portable build has raises nothing.
+        let (e, w) = check_on(&portable, "[server]\nbackend = \"udp\"\n");
+        assert!(e.is_empty() && w.is_empty(), "{e:?} {w:?}");
     }
 
     #[test]

@@ -132,10 +132,8 @@ impl DisciplineThread {
             bail!("the discipline thread needs at least one [[source]]");
         }
         let system = if settings.clock.mode == ClockMode::System {
-            let refusal = config::system_mode_refusal(
-                cfg!(target_os = "linux"),
-                sys::timex::has_cap_sys_time(),
-            );
+            let refusal =
+                config::system_mode_refusal(cfg!(linux_io), sys::timex::has_cap_sys_time());
             if let Some(why) = refusal {
                 bail!("clock.mode = {why}");
             }

@@ -3,17 +3,27 @@
 //! pinned worker, which runs it until the stop flag is set.
 //!
 //! With `sys/`, this is the only home of `unsafe`; control-message parsing (timestamps,
-//! destination addresses) lives in [`cmsg`] and is shared by every socket-based backend.
+//! destination addresses) lives in `cmsg` and is shared by every Linux socket backend.
+//!
+//! Everything Linux-specific sits behind the `linux_io` cfg (set by `build.rs` on Linux unless
+//! the build says `--cfg meridian_portable`): `cmsg`, `uring`, `xdp` and `udp::linux`, and the
+//! Linux halves of `upstream`. Without it only `udp::portable` and std remain.
 
+#[cfg(linux_io)]
 pub mod cmsg;
 pub mod udp;
 pub mod upstream;
-#[cfg(target_os = "linux")]
+#[cfg(linux_io)]
 pub mod uring;
-#[cfg(target_os = "linux")]
+#[cfg(linux_io)]
 pub mod xdp;
 
 use std::net::SocketAddr;
+
+/// Why a build without `linux_io` has no io-uring or xdp backend, for the operator.
+pub const ONLY_PORTABLE_UDP: &str = "this build has only the portable udp backend (io_uring \
+    and AF_XDP exist only in Linux builds, and a Linux build made with --cfg meridian_portable \
+    leaves them out)";
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 

@@ -14,7 +14,7 @@ use crossbeam::utils::CachePadded;
 use serde::Serialize;
 
 use crate::clock::{ClockSnapshot, SharedClock};
-use crate::config::{BackendKind, ClockConfig, Config, SourceConfig};
+use crate::config::{BackendKind, ClockConfig, ClockMode, Config, SourceConfig};
 use crate::discipline::thread::{DisciplineSettings, DisciplineThread, SourceStatus};
 use crate::io::{self, Opened, WorkerContext};
 use crate::sys;
@@ -69,6 +69,7 @@ pub fn choose_cores(explicit: &[usize]) -> anyhow::Result<Vec<core_affinity::Cor
 
 /// Opens the configured backend, or says why it cannot run. `auto` takes the best backend
 /// the machine supports and logs each fallback with its reason.
+#[cfg(linux_io)]
 fn open_backend(opts: &Config, workers: usize) -> anyhow::Result<Opened> {
     let udp = || -> anyhow::Result<Opened> {
         Ok(io::udp::open(
@@ -90,25 +91,54 @@ fn open_backend(opts: &Config, workers: usize) -> anyhow::Result<Opened> {
                     ),
                 }
             }
-            match uring_unavailable() {
-                None => Ok(uring_open(opts, workers)?),
-                Some(why) => {
+            match io::uring::probe() {
+                Ok(()) => Ok(uring_open(opts, workers)?),
+                Err(why) => {
                     tracing::info!("backend auto: io-uring unavailable ({why}); using udp");
                     udp()
                 }
             }
         }
-        BackendKind::IoUring => match uring_unavailable() {
-            None => Ok(uring_open(opts, workers)?),
-            Some(why) => bail!("the io-uring backend cannot run here: {why}; use --backend udp"),
+        BackendKind::IoUring => match io::uring::probe() {
+            Ok(()) => Ok(uring_open(opts, workers)?),
+            Err(why) => bail!("the io-uring backend cannot run here: {why}; use --backend udp"),
         },
         BackendKind::Xdp => xdp_open(opts, workers)
             .context("the xdp backend cannot run (use --backend udp or io-uring instead)"),
     }
 }
 
+/// Opens the backend of a build without `linux_io` (another system, or `--cfg
+/// meridian_portable`): only the portable UDP backend exists, `auto` takes it, and asking for
+/// io-uring or xdp is an error that says so.
+#[cfg(not(linux_io))]
+fn open_backend(opts: &Config, workers: usize) -> anyhow::Result<Opened> {
+    use io::ONLY_PORTABLE_UDP;
+    match opts.server.backend {
+        BackendKind::Udp | BackendKind::Auto => {
+            if opts.server.backend == BackendKind::Auto && !opts.server.interface.is_empty() {
+                tracing::warn!(
+                    "backend auto: xdp not available for {:?}: {ONLY_PORTABLE_UDP}; using udp",
+                    opts.server.interface
+                );
+            }
+            Ok(io::udp::open(
+                &opts.server.listen,
+                workers,
+                opts.server.batch_size,
+            )?)
+        }
+        BackendKind::IoUring => {
+            bail!("the io-uring backend cannot run: {ONLY_PORTABLE_UDP}; use --backend udp")
+        }
+        BackendKind::Xdp => {
+            bail!("the xdp backend cannot run: {ONLY_PORTABLE_UDP}; use --backend udp")
+        }
+    }
+}
+
 /// Opens the xdp backend: one worker per RX queue of each interface (not `workers`).
-#[cfg(target_os = "linux")]
+#[cfg(linux_io)]
 fn xdp_open(opts: &Config, workers: usize) -> anyhow::Result<Opened> {
     let opened = io::xdp::open(&io::xdp::XdpOptions {
         listen: opts.server.listen.clone(),
@@ -126,29 +156,9 @@ fn xdp_open(opts: &Config, workers: usize) -> anyhow::Result<Opened> {
     Ok(opened)
 }
 
-#[cfg(not(target_os = "linux"))]
-fn xdp_open(_: &Config, _: usize) -> anyhow::Result<Opened> {
-    bail!("AF_XDP exists only on Linux")
-}
-
-#[cfg(target_os = "linux")]
-fn uring_unavailable() -> Option<String> {
-    io::uring::probe().err()
-}
-
-#[cfg(not(target_os = "linux"))]
-fn uring_unavailable() -> Option<String> {
-    Some("io_uring exists only on Linux".into())
-}
-
-#[cfg(target_os = "linux")]
+#[cfg(linux_io)]
 fn uring_open(opts: &Config, workers: usize) -> Result<Opened, io::SetupError> {
     io::uring::open(&opts.server.listen, workers, opts.server.batch_size)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn uring_open(_: &Config, _: usize) -> Result<Opened, io::SetupError> {
-    unreachable!("uring_unavailable() is always Some off Linux")
 }
 
 /// A running server: its workers, clock and counters. Dropping it without `stop` detaches
@@ -175,6 +185,11 @@ impl Server {
     pub fn start(opts: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<Server> {
         if opts.server.listen.is_empty() {
             bail!("no listen address: give --listen ADDR:PORT or server.listen in the config");
+        }
+        // Refused before anything is bound, with or without sources.
+        if opts.clock.mode == ClockMode::System && !cfg!(linux_io) {
+            let why = crate::config::system_mode_refusal(false, true).unwrap_or_default();
+            bail!("clock.mode = {why}");
         }
         let cores = choose_cores(&opts.server.cores)?;
         let workers = if opts.server.workers > 0 {

@@ -1,10 +1,10 @@
 //! Raw clock reads: CLOCK_REALTIME on Linux (the clock kernel socket timestamps are taken in),
-//! the standard library's system time elsewhere.
+//! the standard library's system time elsewhere (without the `linux_io` cfg).
 
 use crate::proto::UnixNanos;
 
 /// The raw system clock now.
-#[cfg(target_os = "linux")]
+#[cfg(linux_io)]
 #[inline]
 pub fn now() -> UnixNanos {
     let mut ts = libc::timespec {
@@ -18,7 +18,7 @@ pub fn now() -> UnixNanos {
 }
 
 /// The raw system clock now.
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(linux_io))]
 #[inline]
 pub fn now() -> UnixNanos {
     use std::time::{SystemTime, UNIX_EPOCH};
@@ -35,7 +35,7 @@ pub fn now() -> UnixNanos {
 /// `bpf_ktime_get_tai_ns`, AF_XDP TX completion stamps) become system time by subtracting this.
 /// Three REALTIME/TAI/REALTIME brackets are read and the narrowest one is used, so a preemption
 /// between reads cannot skew the result by more than the bracket's width.
-#[cfg(target_os = "linux")]
+#[cfg(linux_io)]
 pub fn tai_offset_ns() -> i64 {
     fn read(clock: libc::clockid_t) -> i64 {
         let mut ts = libc::timespec {
@@ -61,7 +61,7 @@ pub fn tai_offset_ns() -> i64 {
 }
 
 /// CLOCK_TAI minus CLOCK_REALTIME: without CLOCK_TAI, 0.
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(linux_io))]
 pub fn tai_offset_ns() -> i64 {
     0
 }
@@ -69,6 +69,7 @@ pub fn tai_offset_ns() -> i64 {
 /// The TAI offset is a whole number of seconds: a measured value within 1 ms of one is taken
 /// as exactly that (the reads around it cost a few hundred nanoseconds at most); otherwise the
 /// measurement is kept as is.
+#[cfg(any(linux_io, test))]
 fn round_offset(ns: i64) -> i64 {
     let secs = (ns as f64 / 1e9).round() as i64;
     if (ns - secs * 1_000_000_000).abs() < 1_000_000 {

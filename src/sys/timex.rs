@@ -39,7 +39,7 @@ pub struct KernelClock {
     pub status: i32,
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(linux_io)]
 mod imp {
     use super::*;
     use std::mem::zeroed;
@@ -102,7 +102,7 @@ mod imp {
     }
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(linux_io))]
 mod imp {
     use super::*;
 
@@ -165,7 +165,7 @@ mod tests {
         assert_eq!(cap_eff("nothing"), None);
     }
 
-    #[cfg(target_os = "linux")]
+    #[cfg(linux_io)]
     #[test]
     fn reading_the_kernel_clock_changes_nothing() {
         // modes = 0 only reads; this never adjusts the shared clock of the machine.

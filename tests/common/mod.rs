@@ -506,11 +506,16 @@ pub fn counter(report: &serde_json::Value, path: &[&str]) -> u64 {
 static BACKENDS: OnceLock<Vec<&'static str>> = OnceLock::new();
 
 /// The backends every test runs against: `udp` always, `io-uring` when this binary serves
-/// with it (probed once per test binary; the reason is printed when it is left out).
+/// with it (probed once per test binary; the reason is printed when it is left out). A portable
+/// build (`--cfg meridian_portable`, no `linux_io`) has only `udp`.
 pub fn backends() -> Vec<&'static str> {
     BACKENDS
         .get_or_init(|| {
             let mut v = vec!["udp"];
+            if !cfg!(linux_io) {
+                // Not a skip: io-uring does not exist in a portable build.
+                return v;
+            }
             match Server::start(&ServerOpts::new("io-uring")) {
                 Ok(s) => {
                     let stopped = s.stop();
@@ -528,6 +533,15 @@ pub fn backends() -> Vec<&'static str> {
             v
         })
         .clone()
+}
+
+/// The name a server started with `--backend BACKEND` reports (start-up line and JSON report):
+/// `--backend udp` is `udp-portable` in a portable build.
+pub fn backend_name(backend: &str) -> &str {
+    match backend {
+        "udp" if !cfg!(linux_io) => "udp-portable",
+        other => other,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,12 +1,14 @@
 //! The UDP backend: the portable fallback and the only backend on non-Linux systems.
 //!
-//! * Linux ([`linux`]): one socket per worker and address with SO_REUSEPORT, recvmmsg/sendmmsg
-//!   batches, SO_TIMESTAMPING kernel receive stamps, PKTINFO so replies leave from the address
-//!   the request was sent to.
+//! * Linux (`linux`, behind the `linux_io` cfg): one socket per worker and address with
+//!   SO_REUSEPORT, recvmmsg/sendmmsg batches, SO_TIMESTAMPING kernel receive stamps, PKTINFO so
+//!   replies leave from the address the request was sent to.
 //! * Elsewhere ([`portable`]): std sockets shared by the workers, one datagram per call,
-//!   user-space receive stamps. It is compiled everywhere (and tested on Linux).
+//!   user-space receive stamps. It is compiled everywhere, and it is the backend of a build
+//!   without the `linux_io` cfg (another system, or `--cfg meridian_portable` on Linux, which
+//!   is how CI tests it).
 
-#[cfg(target_os = "linux")]
+#[cfg(linux_io)]
 pub mod linux;
 pub mod portable;
 
@@ -16,11 +18,11 @@ use super::{Opened, SetupError};
 
 /// Opens the best UDP implementation for this platform.
 pub fn open(listen: &[SocketAddr], workers: usize, batch: usize) -> Result<Opened, SetupError> {
-    #[cfg(target_os = "linux")]
+    #[cfg(linux_io)]
     {
         linux::open(listen, workers, batch)
     }
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(not(linux_io))]
     {
         let _ = batch;
         portable::open(listen, workers)

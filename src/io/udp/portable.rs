@@ -1,5 +1,10 @@
 //! Portable UDP path: std sockets, one datagram per call, user-space receive timestamps. Every
 //! worker serves every address through clones of the same sockets (no SO_REUSEPORT needed).
+//!
+//! Only std and `socket2`'s cross-platform options (IPV6_V6ONLY, buffer sizes: they exist on
+//! Linux, the BSDs, macOS and Windows) are used: this is the path built without `linux_io`.
+//! Without PKTINFO a reply on a wildcard socket leaves from the address the routing table
+//! picks, which is the request's destination on single-address hosts and on loopback.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
@@ -15,6 +20,10 @@ use crate::sys;
 /// How long a worker blocks in one receive before looking at the stop flag.
 const POLL: Duration = Duration::from_millis(50);
 
+/// Socket buffer size asked for (best effort; the OS may cap it), as on the Linux path: one
+/// datagram per system call needs room to absorb bursts.
+const SOCKET_BUFFER: usize = 4 << 20;
+
 struct PortableWorker {
     sockets: Vec<UdpSocket>,
 }
@@ -24,7 +33,7 @@ pub fn open(listen: &[SocketAddr], workers: usize) -> Result<Opened, SetupError>
     let mut sockets = Vec::with_capacity(listen.len());
     let mut bound = Vec::with_capacity(listen.len());
     for &addr in listen {
-        let s = UdpSocket::bind(addr).map_err(|e| SetupError::from_io(addr, e))?;
+        let s = bind(addr).map_err(|e| SetupError::from_io(addr, e))?;
         let local = s.local_addr().map_err(|e| SetupError::from_io(addr, e))?;
         // With several addresses a worker visits each in turn, so each wait is shorter.
         let wait = POLL / listen.len().max(1) as u32;
@@ -48,6 +57,20 @@ pub fn open(listen: &[SocketAddr], workers: usize) -> Result<Opened, SetupError>
         bound,
         rx_stamping: TimestampQuality::User,
     })
+}
+
+/// A UDP socket bound to `addr`. An IPv6 socket is IPv6-only (the default differs between
+/// systems), so `[::]:P` and `0.0.0.0:P` can be two listeners on every system.
+fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+    s.bind(&addr.into())?;
+    Ok(s.into())
 }
 
 impl WorkerIo for PortableWorker {
