@@ -11,6 +11,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use meridian::clock::{ClockSnapshot, SharedClock};
+use meridian::datapath::{Worker, WorkerConfig};
 use meridian::proto::server::client_request;
 use meridian::proto::{respond, NtpTimestamp, Request, UnixNanos, MAX_REPLY_LEN};
 
@@ -144,11 +145,77 @@ fn timestamps(c: &mut Criterion) {
     g.finish();
 }
 
+/// Client addresses: `n` pseudo-random IPv4 addresses (a fixed sequence).
+fn client_addrs(n: usize) -> Vec<std::net::SocketAddr> {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            std::net::SocketAddr::from(((x as u32).to_be_bytes(), 40000))
+        })
+        .collect()
+}
+
+/// The client table alone, and the whole per-datagram step with and without it, at a million
+/// clients sending in random order (so nearly every lookup misses the CPU caches).
+fn datapath(c: &mut Criterion) {
+    use meridian::clock::{RawStamp, TimestampQuality};
+    use meridian::datapath::clients::ClientTable;
+    use meridian::datapath::Arrival;
+    const CLIENTS: usize = 1 << 20;
+    let addrs = client_addrs(CLIENTS);
+    let mut g = c.benchmark_group("clients");
+    g.throughput(Throughput::Elements(1));
+    let mut table = ClientTable::new(CLIENTS, 7);
+    for (i, a) in addrs.iter().enumerate() {
+        table.touch(a.ip(), i as i64 + 1);
+    }
+    let mut i = 0usize;
+    let mut now = CLIENTS as i64;
+    g.bench_function("touch_1m_random", |b| {
+        b.iter(|| {
+            i = (i + 1) & (CLIENTS - 1);
+            now += 1;
+            black_box(table.touch(black_box(addrs[i].ip()), now).0)
+        })
+    });
+    drop(table);
+    let snap = ClockSnapshot::local(2, -24, NOW.add_nanos(-1_000_000_000));
+    let req = request();
+    let mut out = [0u8; MAX_REPLY_LEN];
+    for (name, clients) in [
+        ("on_datagram_no_table", 0),
+        ("on_datagram_1m_table", CLIENTS),
+    ] {
+        let mut worker = Worker::new(WorkerConfig { clients, seed: 7 });
+        let mut i = 0usize;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                i = (i + 1) & (CLIENTS - 1);
+                let arrival = Arrival {
+                    src: addrs[i],
+                    dst: None,
+                    ifindex: 0,
+                    rx: RawStamp {
+                        raw: NOW,
+                        quality: TimestampQuality::Kernel,
+                    },
+                };
+                worker.on_datagram(&arrival, black_box(&req), &mut out, &snap, || {
+                    black_box(NOW.add_nanos(1_500))
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
 #[cfg(linux_io)]
 fn xdp_frame(c: &mut Criterion) {
     use meridian::clock::{RawStamp, TimestampQuality};
     use meridian::io::xdp::frame::{answer_in_place, build_udp, AddrFilter, UdpFrameSpec};
-    use meridian::server::counters::Tally;
     use std::net::SocketAddr;
 
     let server: SocketAddr = "10.201.0.1:123".parse().expect("literal");
@@ -168,10 +235,13 @@ fn xdp_frame(c: &mut Criterion) {
         quality: TimestampQuality::Driver,
     };
     let mut frame = [0u8; 256];
-    let mut tally = Tally::default();
+    let mut worker = Worker::new(WorkerConfig {
+        clients: 1 << 20,
+        seed: 1,
+    });
     frame[..len].copy_from_slice(&request_frame[..len]);
     assert!(
-        answer_in_place(&mut frame[..len], &filter, &snap, rx, &mut tally).is_some(),
+        answer_in_place(&mut frame[..len], &filter, &snap, rx, &mut worker).is_some(),
         "the benchmark must measure the answering path, not a drop"
     );
     let mut g = c.benchmark_group("xdp");
@@ -180,7 +250,13 @@ fn xdp_frame(c: &mut Criterion) {
     g.bench_function("answer_in_place_ipv4", |b| {
         b.iter(|| {
             frame[..len].copy_from_slice(&request_frame[..len]);
-            answer_in_place(&mut frame[..len], &filter, black_box(&snap), rx, &mut tally)
+            answer_in_place(
+                &mut frame[..len],
+                &filter,
+                black_box(&snap),
+                rx,
+                &mut worker,
+            )
         })
     });
     g.finish();
@@ -189,5 +265,5 @@ fn xdp_frame(c: &mut Criterion) {
 #[cfg(not(linux_io))]
 fn xdp_frame(_: &mut Criterion) {}
 
-criterion_group!(hot_path, parse, reply, snapshot, timestamps, xdp_frame);
+criterion_group!(hot_path, parse, reply, snapshot, timestamps, datapath, xdp_frame);
 criterion_main!(hot_path);

@@ -12,6 +12,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use meridian::config::{BackendKind, Changes, Checked, Config, HostFacts, Overrides, XdpMode};
+use meridian::datapath::counters::Counter;
 use meridian::query::{self, QueryOptions};
 use meridian::server::Server;
 
@@ -245,8 +246,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let report = server.shutdown();
     print_report(&report);
     tracing::info!(
-        received = report.total.received,
-        answered = report.total.answered,
+        received = report.total.get(Counter::Received),
+        answered = report.total.get(Counter::Answered),
         dropped = report.total.dropped_total,
         "stopped"
     );

@@ -819,7 +819,7 @@ fn hostile_frames_are_dropped_and_counted(mode: &str) {
     assert_eq!(d("malformed"), malformed.len() as u64, "{report}");
     assert_eq!(d("too_short"), 1, "{report}");
     assert_eq!(d("bad_mode"), 1, "{report}");
-    assert_eq!(d("denied"), 1, "{report}");
+    assert_eq!(d("not_ours"), 1, "{report}");
     assert_eq!(counter(&report, &["total", "answered"]), 3, "{report}");
 }
 

@@ -7,6 +7,7 @@
 //! says what a SIGHUP may change live. A new section is a new module plus one line in
 //! [`Config`] and one in `validate`.
 
+mod clients;
 mod clock;
 mod error;
 mod host;
@@ -22,6 +23,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub use clients::{ClientsConfig, DEFAULT_MAX_CLIENTS, MAX_CLIENTS};
 pub use clock::{ClockConfig, ClockMode, LeapDays, MAX_SMEAR_WINDOW};
 pub use error::{ConfigError, Problem, Problems};
 pub use host::{system_mode_refusal, HostFacts};
@@ -42,6 +44,7 @@ use spans::value_spans;
 pub struct Config {
     pub server: ServerConfig,
     pub clock: ClockConfig,
+    pub clients: ClientsConfig,
     pub log: LogConfig,
     /// `[[source]]` tables: the upstream servers and pools. None: the local clock is served.
     #[serde(rename = "source")]
@@ -439,6 +442,7 @@ level = "meridian=trace,warn"
                     local_stratum: 1,
                     ..ClockConfig::default()
                 },
+                clients: ClientsConfig::default(),
                 log: LogConfig {
                     level: "meridian=trace,warn".into()
                 },
@@ -473,6 +477,7 @@ level = "meridian=trace,warn"
                     local_fallback: true,
                     ..ClockConfig::default()
                 },
+                clients: ClientsConfig::default(),
                 log: LogConfig::default(),
                 sources: vec![
                     SourceConfig {
@@ -524,6 +529,7 @@ level = "meridian=trace,warn"
             "leap-smear =",
             "leap-smear-window =",
             "leap-days =",
+            "max =",
             "address =",
             "kind =",
             "iburst =",
@@ -602,7 +608,7 @@ level = "meridian=trace,warn"
     fn unknown_table_is_rejected() {
         let e = err("[server]\n\n[sever]\nworkers = 1\n");
         assert!(
-            e.starts_with("meridian.toml:3:2: unknown field `sever` in the top level, expected one of `server`, `clock`, `log`"),
+            e.starts_with("meridian.toml:3:2: unknown field `sever` in the top level, expected one of `server`, `clock`, `clients`, `log`"),
             "{e}"
         );
     }

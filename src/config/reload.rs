@@ -1,8 +1,9 @@
 //! What a reload (SIGHUP) may change while serving, and what waits for a restart.
 //!
 //! Live: the `[[source]]` tables (added, removed and changed sources) and `log.level`.
-//! Everything in `[server]` (sockets, rings, workers, the XDP program) and `[clock]` (the
-//! steering and leap state of a running discipline) keeps its running value until a restart.
+//! Everything in `[server]` (sockets, rings, workers, the XDP program), `[clock]` (the
+//! steering and leap state of a running discipline) and `[clients]` (the tables' memory,
+//! allocated at start-up) keeps its running value until a restart.
 
 use super::Config;
 
@@ -22,7 +23,7 @@ impl Changes {
     pub fn between(running: &Config, reloaded: &Config) -> Changes {
         let (a, b) = (&running.server, &reloaded.server);
         let (c, d) = (&running.clock, &reloaded.clock);
-        let keys: [(&'static str, bool); 18] = [
+        let keys: [(&'static str, bool); 19] = [
             ("server.listen", a.listen != b.listen),
             ("server.workers", a.workers != b.workers),
             ("server.cores", a.cores != b.cores),
@@ -44,6 +45,7 @@ impl Changes {
                 c.leap_smear != d.leap_smear || c.leap_smear_window != d.leap_smear_window,
             ),
             ("clock.leap-days", c.leap_days != d.leap_days),
+            ("clients.max", running.clients.max != reloaded.clients.max),
         ];
         Changes {
             need_restart: keys.iter().filter(|(_, k)| *k).map(|(n, _)| *n).collect(),

@@ -22,6 +22,7 @@ impl Config {
                 );
             }
         }
+        self.clients.check(&mut p);
         source::check(&self.sources, &mut p);
         self.log.check(&mut p);
         p.0

@@ -119,14 +119,19 @@ impl ClientTable {
     /// A table for at least `capacity` clients (rounded up to a power-of-two number of
     /// buckets), hashing with `seed`. Allocates and touches all of its memory now.
     pub fn new(capacity: usize, seed: u64) -> ClientTable {
-        let buckets = capacity.div_ceil(WAYS).max(1).next_power_of_two();
+        let records = ClientTable::records_for(capacity);
         ClientTable {
-            records: vec![EMPTY; buckets * WAYS].into_boxed_slice(),
-            mask: buckets as u64 - 1,
+            records: vec![EMPTY; records].into_boxed_slice(),
+            mask: (records / WAYS) as u64 - 1,
             seed,
             occupied: 0,
             evictions: 0,
         }
+    }
+
+    /// Records a table for `capacity` clients holds (a power-of-two number of buckets).
+    pub fn records_for(capacity: usize) -> usize {
+        capacity.div_ceil(WAYS).max(1).next_power_of_two() * WAYS
     }
 
     /// Records the table holds.
@@ -220,6 +225,12 @@ impl ClientTable {
     pub fn find(&self, ip: IpAddr) -> Option<(Slot, &Record)> {
         let slot = self.position(&key_of(ip))?;
         Some((Slot(slot as u32), &self.records[slot]))
+    }
+
+    /// The record of `ip` to change, if the table has one.
+    pub fn find_mut(&mut self, ip: IpAddr) -> Option<&mut Record> {
+        let slot = self.position(&key_of(ip))?;
+        Some(&mut self.records[slot])
     }
 
     /// The record at `slot` if it still belongs to `ip` (it may have been given to another

@@ -126,6 +126,37 @@ pub fn write_pktinfo(info: &PktInfo, out: &mut [u8]) -> usize {
     total
 }
 
+impl PktInfo {
+    /// The destination address and the interface index.
+    pub fn addr_and_ifindex(&self) -> (std::net::IpAddr, u32) {
+        match *self {
+            PktInfo::V4 { addr, ifindex } => (addr.into(), ifindex.max(0) as u32),
+            PktInfo::V6 { addr, ifindex } => (addr.into(), ifindex),
+        }
+    }
+}
+
+/// A socket address from the bytes of a `sockaddr_in` / `sockaddr_in6` as the kernel wrote it
+/// (the `msg_name` of a received datagram); `None` for any other family or a short buffer.
+pub fn sockaddr(b: &[u8]) -> Option<std::net::SocketAddr> {
+    use std::net::{SocketAddrV4, SocketAddrV6};
+    let family = i32::from(u16::from_ne_bytes(b.get(0..2)?.try_into().ok()?));
+    let port = u16::from_be_bytes(b.get(2..4)?.try_into().ok()?);
+    match family {
+        libc::AF_INET => {
+            let ip: [u8; 4] = b.get(4..8)?.try_into().ok()?;
+            Some(SocketAddrV4::new(ip.into(), port).into())
+        }
+        libc::AF_INET6 => {
+            let flow = u32::from_be_bytes(b.get(4..8)?.try_into().ok()?);
+            let ip: [u8; 16] = b.get(8..24)?.try_into().ok()?;
+            let scope = u32::from_ne_bytes(b.get(24..28)?.try_into().ok()?);
+            Some(SocketAddrV6::new(ip.into(), port, flow, scope).into())
+        }
+        _ => None,
+    }
+}
+
 fn read_usize(b: &[u8], at: usize) -> usize {
     let mut a = [0u8; size_of::<usize>()];
     a.copy_from_slice(&b[at..at + size_of::<usize>()]);
@@ -160,6 +191,28 @@ fn read_timespec(data: &[u8], at: usize) -> Option<UnixNanos> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn socket_addresses_from_kernel_bytes() {
+        let mut v4 = [0u8; 16];
+        v4[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        v4[2..4].copy_from_slice(&1123u16.to_be_bytes());
+        v4[4..8].copy_from_slice(&[192, 0, 2, 1]);
+        assert_eq!(sockaddr(&v4), Some("192.0.2.1:1123".parse().unwrap()));
+        let mut v6 = [0u8; 28];
+        v6[..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+        v6[2..4].copy_from_slice(&123u16.to_be_bytes());
+        v6[8..24].copy_from_slice(
+            &"2001:db8::7"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        assert_eq!(sockaddr(&v6), Some("[2001:db8::7]:123".parse().unwrap()));
+        assert_eq!(sockaddr(&v6[..20]), None, "short");
+        assert_eq!(sockaddr(&[0u8; 16]), None, "AF_UNSPEC");
+        assert_eq!(sockaddr(&[]), None);
+    }
 
     fn msg(level: i32, kind: i32, data: &[u8]) -> Vec<u8> {
         let mut v = vec![0u8; space(data.len())];

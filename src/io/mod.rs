@@ -28,7 +28,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::clock::{SharedClock, TimestampQuality};
-use crate::server::counters::PaddedCounters;
+use crate::datapath::counters::PaddedCounters;
+use crate::datapath::Worker;
 
 /// What a worker's backend loop gets from the runtime.
 pub struct WorkerContext {
@@ -45,7 +46,8 @@ pub struct WorkerContext {
 /// One worker's share of a backend.
 pub trait WorkerIo: Send {
     /// Serves until `ctx.stop` is set. Errors end the worker (and are logged by the runtime).
-    fn run(&mut self, ctx: &WorkerContext) -> std::io::Result<()>;
+    /// Every datagram goes through `worker` (the per-worker state, owned by this thread).
+    fn run(&mut self, ctx: &WorkerContext, worker: &mut Worker) -> std::io::Result<()>;
 }
 
 /// A backend opened for N workers.

@@ -29,9 +29,8 @@ use super::cmsg;
 use super::udp::linux::{bind_workers, Listener};
 use super::{Opened, SetupError, WorkerContext, WorkerIo};
 use crate::clock::{RawStamp, TimestampQuality};
+use crate::datapath::{Arrival, Verdict, Worker};
 use crate::proto::{DropReason, MAX_REPLY_LEN};
-use crate::server::counters::Tally;
-use crate::server::handler;
 use crate::sys;
 
 /// Submission queue entries per ring (the completion queue is twice this).
@@ -362,7 +361,7 @@ impl UringLoop {
         flags: u32,
         snap: &crate::clock::ClockSnapshot,
         user: RawStamp,
-        tally: &mut Tally,
+        worker: &mut Worker,
     ) -> io::Result<()> {
         if !cqueue::more(flags) {
             self.armed[li] = false;
@@ -371,7 +370,7 @@ impl UringLoop {
         if res < 0 {
             let err = io::Error::from_raw_os_error(-res);
             if -res == libc::ENOBUFS {
-                tally.rx_buffers_exhausted += 1;
+                worker.on_rx_buffers_exhausted();
             } else if -res != libc::ECANCELED && -res != libc::EINTR {
                 tracing::debug!(listener = li, "multishot receive ended: {err}");
             }
@@ -389,34 +388,44 @@ impl UringLoop {
             return Ok(());
         };
         let meta = cmsg::parse(msg.control_data());
-        let rx = match meta.software {
-            Some(raw) => RawStamp {
-                raw,
-                quality: TimestampQuality::Kernel,
-            },
-            None => user,
+        let kernel = meta.software.map(|raw| (raw, TimestampQuality::Kernel));
+        let rx = Arrival::stamp(kernel, user);
+        let src = cmsg::sockaddr(msg.name_data());
+        let refused = if msg.is_payload_truncated() {
+            Some(DropReason::TooLong)
+        } else if src.is_none() {
+            Some(DropReason::Malformed)
+        } else if self.free.is_empty() {
+            // Every send slot is in flight: count it like a failed send (nothing waits).
+            Some(DropReason::SendFailed)
+        } else {
+            None
         };
-        if msg.is_payload_truncated() {
-            handler::truncated(rx, tally);
+        if let Some(reason) = refused {
+            worker.on_refused(rx, reason);
             self.rx.push(bid);
             return Ok(());
         }
-        let Some(slot_id) = self.free.last().copied() else {
-            // Every send slot is in flight: count it like a failed send (nothing waits).
-            handler::arrived(rx, tally);
-            tally.drop(DropReason::SendFailed);
-            self.rx.push(bid);
-            return Ok(());
-        };
-        let slot = &mut self.slots[slot_id as usize];
-        let answered = handler::answer(
-            snap,
-            msg.payload_data(),
+        let (dst, ifindex) = meta.dst.map_or((None, 0), |d| {
+            let (a, i) = d.addr_and_ifindex();
+            (Some(a), i)
+        });
+        let arrival = Arrival {
+            src: src.expect("checked above"),
+            dst,
+            ifindex,
             rx,
+        };
+        let slot_id = *self.free.last().expect("checked above");
+        let slot = &mut self.slots[slot_id as usize];
+        let verdict = worker.on_datagram(
+            &arrival,
+            msg.payload_data(),
             &mut slot.buf[..MAX_REPLY_LEN],
-            tally,
+            snap,
+            sys::clock::now,
         );
-        let Some(len) = answered else {
+        let Verdict::Reply { len } = verdict else {
             self.rx.push(bid);
             return Ok(());
         };
@@ -498,17 +507,16 @@ impl UringLoop {
 }
 
 impl WorkerIo for UringWorker {
-    fn run(&mut self, ctx: &WorkerContext) -> io::Result<()> {
-        UringLoop::new(&self.listeners, self.buffers)?.run(ctx)
+    fn run(&mut self, ctx: &WorkerContext, worker: &mut Worker) -> io::Result<()> {
+        UringLoop::new(&self.listeners, self.buffers)?.run(ctx, worker)
     }
 }
 
 impl UringLoop {
-    fn run(&mut self, ctx: &WorkerContext) -> io::Result<()> {
+    fn run(&mut self, ctx: &WorkerContext, worker: &mut Worker) -> io::Result<()> {
         for li in 0..self.listeners.len() {
             self.arm(li)?;
         }
-        let mut tally = Tally::default();
         let mut done: Vec<(u64, i32, u32)> = Vec::with_capacity(CQ_BATCH);
         let ts = Timespec::from(WAIT);
         let args = SubmitArgs::new().timespec(&ts);
@@ -543,11 +551,11 @@ impl UringLoop {
             for &(ud, res, flags) in &done {
                 let idx = (ud & INDEX_MASK) as usize;
                 match ud & !INDEX_MASK {
-                    KIND_RECV => self.on_recv(idx, res, flags, &snap, user, &mut tally)?,
+                    KIND_RECV => self.on_recv(idx, res, flags, &snap, user, worker)?,
                     KIND_SEND => {
                         self.free.push(idx as u16);
                         if res < 0 {
-                            handler::send_failed(&mut tally);
+                            worker.on_send_failed();
                         }
                     }
                     _ => {}
@@ -560,7 +568,7 @@ impl UringLoop {
                     self.arm(li)?;
                 }
             }
-            ctx.counters.flush(&mut tally);
+            ctx.counters.flush(worker.tally());
         }
         self.quiesce();
         Ok(())

@@ -35,6 +35,9 @@ pub enum DropReason {
     BadMode,
     /// Bytes after the header are neither extension fields nor a MAC.
     Malformed,
+    /// Not a unicast request from a routable client to a served address and port (the xdp
+    /// backend checks what its program redirects; the kernel does this for socket backends).
+    NotOurs,
     /// Refused by an access rule (used by the access-control layer).
     Denied,
     /// Refused by the rate limiter without a KoD (used by the rate limiter).
@@ -45,12 +48,13 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::TooShort,
         DropReason::TooLong,
         DropReason::BadVersion,
         DropReason::BadMode,
         DropReason::Malformed,
+        DropReason::NotOurs,
         DropReason::Denied,
         DropReason::RateLimited,
         DropReason::SendFailed,
@@ -71,6 +75,7 @@ impl DropReason {
             DropReason::BadVersion => "bad_version",
             DropReason::BadMode => "bad_mode",
             DropReason::Malformed => "malformed",
+            DropReason::NotOurs => "not_ours",
             DropReason::Denied => "denied",
             DropReason::RateLimited => "rate_limited",
             DropReason::SendFailed => "send_failed",

@@ -1,9 +1,6 @@
 //! The worker runtime: choose cores, open the backend, spawn one pinned worker per core, keep
 //! the clock state published, report counters, and stop cleanly on SIGINT/SIGTERM.
 
-pub mod counters;
-pub mod handler;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,10 +12,12 @@ use serde::Serialize;
 
 use crate::clock::{ClockSnapshot, SharedClock};
 use crate::config::{BackendKind, ClockConfig, ClockMode, Config, SourceConfig};
+use crate::datapath::clients::{ClientTable, Record};
+use crate::datapath::counters::{CounterReport, PaddedCounters, Tally, WorkerCounters};
+use crate::datapath::{Worker, WorkerConfig};
 use crate::discipline::thread::{DisciplineSettings, DisciplineThread, SourceStatus};
 use crate::io::{self, Opened, WorkerContext};
 use crate::sys;
-use counters::{CounterReport, PaddedCounters, Tally, WorkerCounters};
 
 /// How often the local reference is republished (so root dispersion stays small).
 const LOCAL_REFRESH: Duration = Duration::from_secs(1);
@@ -225,6 +224,16 @@ impl Server {
 
         let mut counters = Vec::with_capacity(workers);
         let mut threads = Vec::with_capacity(workers);
+        let n_workers = opened.workers.len();
+        let state = WorkerConfig {
+            clients: opts.clients.per_worker(n_workers),
+            seed: sys::random::seed(),
+        };
+        let client_records = if state.clients == 0 {
+            0
+        } else {
+            n_workers * ClientTable::records_for(state.clients)
+        };
         for (id, mut worker_io) in opened.workers.into_iter().enumerate() {
             let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
             let c = Arc::new(CachePadded::new(WorkerCounters::default()));
@@ -249,7 +258,9 @@ impl Server {
                             );
                         }
                     }
-                    if let Err(e) = worker_io.run(&ctx) {
+                    // Allocated here, after pinning: the table's memory is local to the core.
+                    let mut worker = Worker::new(state);
+                    if let Err(e) = worker_io.run(&ctx, &mut worker) {
                         tracing::error!(worker = id, "worker stopped: {e}");
                         stop_all.store(true, Ordering::Relaxed);
                     }
@@ -270,6 +281,11 @@ impl Server {
             } else {
                 "local"
             },
+            clients = client_records,
+            client_memory = format!(
+                "{} MiB",
+                (client_records * std::mem::size_of::<Record>()) >> 20
+            ),
             stratum = opts.clock.local_stratum,
             "meridian serving"
         );

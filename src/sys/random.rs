@@ -12,6 +12,11 @@ pub fn nonce() -> NtpTimestamp {
     NtpTimestamp(getrandom::u64().unwrap_or_else(|_| clock::now().0 as u64 ^ 0x9e37_79b9_7f4a_7c15))
 }
 
+/// A random 64-bit seed (for hash tables keyed against flooding).
+pub fn seed() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| clock::now().0 as u64 ^ 0x6a09_e667_f3bc_c908)
+}
+
 /// A random value in [0, 1).
 pub fn unit() -> f64 {
     let r = getrandom::u32().unwrap_or_else(|_| clock::now().0 as u32);

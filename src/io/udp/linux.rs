@@ -15,11 +15,10 @@ use std::sync::atomic::Ordering;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::clock::{RawStamp, TimestampQuality};
+use crate::datapath::{Arrival, Verdict, Worker};
 use crate::io::cmsg;
 use crate::io::{Opened, SetupError, WorkerContext, WorkerIo};
-use crate::proto::MAX_REPLY_LEN;
-use crate::server::counters::Tally;
-use crate::server::handler;
+use crate::proto::{DropReason, MAX_REPLY_LEN};
 use crate::sys;
 
 /// Receive buffer per datagram: larger than any request we read, so a longer one is seen whole
@@ -161,7 +160,7 @@ const fn cbpf(code: u32, k: u32) -> libc::sock_filter {
 /// bits are well mixed, and the index.
 pub(crate) fn source_hash_program(ipv6: bool, workers: u32) -> Vec<libc::sock_filter> {
     use libc::{BPF_A, BPF_ABS, BPF_ALU, BPF_K, BPF_LD, BPF_LDX, BPF_MEM, BPF_MOD, BPF_MUL};
-    use libc::{BPF_RET, BPF_RSH, BPF_ST, BPF_W, BPF_X, BPF_XOR};
+    use libc::{BPF_MISC, BPF_RET, BPF_RSH, BPF_ST, BPF_TAX, BPF_W, BPF_X, BPF_XOR};
     let net = |off: i32| (libc::SKF_NET_OFF + off) as u32;
     let load_word = |off: i32| cbpf(BPF_LD | BPF_W | BPF_ABS, net(off));
     let mut p = Vec::with_capacity(16);
@@ -176,8 +175,21 @@ pub(crate) fn source_hash_program(ipv6: bool, workers: u32) -> Vec<libc::sock_fi
     } else {
         p.push(load_word(12));
     }
-    p.push(cbpf(BPF_ALU | BPF_MUL | BPF_K, 0x9e37_79b1));
-    p.push(cbpf(BPF_ALU | BPF_RSH | BPF_K, 16));
+    // A full avalanche of the 32 bits (xor-shift, multiply, twice), so that consecutive
+    // addresses spread evenly over any number of workers (a single multiply left some worker
+    // counts with idle workers on consecutive addresses).
+    let xorshift16 = |p: &mut Vec<libc::sock_filter>| {
+        p.push(cbpf(BPF_ST, 0)); // M[0] = A
+        p.push(cbpf(BPF_ALU | BPF_RSH | BPF_K, 16)); // A >>= 16
+        p.push(cbpf(BPF_MISC | BPF_TAX, 0)); // X = A
+        p.push(cbpf(BPF_LD | BPF_W | BPF_MEM, 0)); // A = M[0]
+        p.push(cbpf(BPF_ALU | BPF_XOR | BPF_X, 0)); // A ^= X
+    };
+    xorshift16(&mut p);
+    p.push(cbpf(BPF_ALU | BPF_MUL | BPF_K, 0x045d_9f3b));
+    xorshift16(&mut p);
+    p.push(cbpf(BPF_ALU | BPF_MUL | BPF_K, 0x045d_9f3b));
+    xorshift16(&mut p);
     p.push(cbpf(BPF_ALU | BPF_MOD | BPF_K, workers.max(1)));
     p.push(cbpf(BPF_RET | BPF_A, 0));
     p
@@ -387,7 +399,12 @@ impl<const BUF: usize, const CTRL: usize> Batch<BUF, CTRL> {
 impl UdpWorker {
     /// Receives, answers and sends batches from listener `li` until it has nothing queued (or
     /// `ROUNDS_PER_WAKE` batches were handled).
-    fn drain(&mut self, li: usize, ctx: &WorkerContext, tally: &mut Tally) -> std::io::Result<()> {
+    fn drain(
+        &mut self,
+        li: usize,
+        ctx: &WorkerContext,
+        worker: &mut Worker,
+    ) -> std::io::Result<()> {
         let batch = ctx.batch.clamp(1, self.rx.hdrs.len());
         let fd = self.listeners[li].fd.as_raw_fd();
         let (wildcard, stamping) = (self.listeners[li].wildcard, self.listeners[li].stamping);
@@ -430,21 +447,50 @@ impl UdpWorker {
                 let len = (h.msg_len as usize).min(RX_BUF);
                 let ctrl_len = (h.msg_hdr.msg_controllen).min(RX_CTRL);
                 let meta = cmsg::parse(&self.rx.ctrl[i].0[..ctrl_len]);
-                let rx = match meta.software {
-                    Some(raw) if stamping <= TimestampQuality::Kernel => RawStamp {
-                        raw,
-                        quality: TimestampQuality::Kernel,
-                    },
-                    _ => user,
+                let kernel = meta
+                    .software
+                    .filter(|_| stamping <= TimestampQuality::Kernel)
+                    .map(|raw| (raw, TimestampQuality::Kernel));
+                let rx = Arrival::stamp(kernel, user);
+                let name_len =
+                    (h.msg_hdr.msg_namelen as usize).min(size_of::<libc::sockaddr_storage>());
+                // SAFETY: `names[i]` is a plain-data sockaddr_storage the kernel filled; viewing
+                // its first `name_len` (≤ its size) bytes as a byte slice is always valid.
+                let name = unsafe {
+                    std::slice::from_raw_parts(
+                        (&self.rx.names[i] as *const libc::sockaddr_storage).cast::<u8>(),
+                        name_len,
+                    )
                 };
-                if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-                    handler::truncated(rx, tally);
+                let src = cmsg::sockaddr(name);
+                if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || src.is_none() {
+                    let reason = if src.is_none() {
+                        DropReason::Malformed
+                    } else {
+                        DropReason::TooLong
+                    };
+                    worker.on_refused(rx, reason);
                     continue;
                 }
+                let (dst, ifindex) = meta.dst.map_or((None, 0), |d| {
+                    let (a, i) = d.addr_and_ifindex();
+                    (Some(a), i)
+                });
+                let arrival = Arrival {
+                    src: src.expect("checked above"),
+                    dst,
+                    ifindex,
+                    rx,
+                };
                 let out = &mut self.tx.bufs[m][..MAX_REPLY_LEN];
-                let Some(reply_len) =
-                    handler::answer(&snap, &self.rx.bufs[i][..len], rx, out, tally)
-                else {
+                let verdict = worker.on_datagram(
+                    &arrival,
+                    &self.rx.bufs[i][..len],
+                    out,
+                    &snap,
+                    sys::clock::now,
+                );
+                let Verdict::Reply { len: reply_len } = verdict else {
                     continue;
                 };
                 // Address the reply: the request's source, from the request's destination.
@@ -458,8 +504,8 @@ impl UdpWorker {
                 };
                 m += 1;
             }
-            self.send(fd, m, tally);
-            ctx.counters.flush(tally);
+            self.send(fd, m, worker);
+            ctx.counters.flush(worker.tally());
             if n < batch {
                 break;
             }
@@ -468,7 +514,7 @@ impl UdpWorker {
     }
 
     /// Sends the first `m` prepared replies; failures are counted, never waited on.
-    fn send(&mut self, fd: RawFd, m: usize, tally: &mut Tally) {
+    fn send(&mut self, fd: RawFd, m: usize, worker: &mut Worker) {
         let mut sent = 0;
         while sent < m {
             // SAFETY: `hdrs[sent..m]` were prepared by `drain` with names, iovecs and control
@@ -490,7 +536,7 @@ impl UdpWorker {
                 continue;
             }
             // The message at `sent` failed (buffer full, unreachable, ...): count it, go on.
-            handler::send_failed(tally);
+            worker.on_send_failed();
             sent += 1;
         }
         for (iov, h) in self.tx.iov[..m]
@@ -504,7 +550,7 @@ impl UdpWorker {
 }
 
 impl WorkerIo for UdpWorker {
-    fn run(&mut self, ctx: &WorkerContext) -> std::io::Result<()> {
+    fn run(&mut self, ctx: &WorkerContext, worker: &mut Worker) -> std::io::Result<()> {
         let mut pfds: Vec<libc::pollfd> = self
             .listeners
             .iter()
@@ -514,7 +560,6 @@ impl WorkerIo for UdpWorker {
                 revents: 0,
             })
             .collect();
-        let mut tally = Tally::default();
         while !ctx.stop.load(Ordering::Relaxed) {
             // SAFETY: `pfds` is a live array of `pfds.len()` pollfd structs the kernel may
             // write `revents` into.
@@ -528,7 +573,7 @@ impl WorkerIo for UdpWorker {
             }
             for (li, p) in pfds.iter().enumerate() {
                 if p.revents & (libc::POLLIN | libc::POLLERR) != 0 {
-                    self.drain(li, ctx, &mut tally)?;
+                    self.drain(li, ctx, worker)?;
                 }
             }
         }
@@ -539,6 +584,62 @@ impl WorkerIo for UdpWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs the steering program on a packet whose network header is `net` (the few cBPF
+    /// instructions it uses, as the kernel defines them).
+    fn run_cbpf(prog: &[libc::sock_filter], net: &[u8]) -> u32 {
+        let (mut a, mut x, mut mem) = (0u32, 0u32, [0u32; 16]);
+        for ins in prog {
+            let k = ins.k;
+            match ins.code as u32 {
+                c if c == libc::BPF_LD | libc::BPF_W | libc::BPF_ABS => {
+                    let off = (k as i32 - libc::SKF_NET_OFF) as usize;
+                    a = u32::from_be_bytes(net[off..off + 4].try_into().unwrap());
+                }
+                c if c == libc::BPF_ST => mem[k as usize] = a,
+                c if c == libc::BPF_LD | libc::BPF_W | libc::BPF_MEM => a = mem[k as usize],
+                c if c == libc::BPF_LDX | libc::BPF_W | libc::BPF_MEM => x = mem[k as usize],
+                c if c == libc::BPF_MISC | libc::BPF_TAX => x = a,
+                c if c == libc::BPF_ALU | libc::BPF_XOR | libc::BPF_X => a ^= x,
+                c if c == libc::BPF_ALU | libc::BPF_MUL | libc::BPF_K => a = a.wrapping_mul(k),
+                c if c == libc::BPF_ALU | libc::BPF_RSH | libc::BPF_K => a >>= k,
+                c if c == libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K => a %= k,
+                c if c == libc::BPF_RET | libc::BPF_A => return a,
+                c => panic!("instruction {c:#x} not modelled"),
+            }
+        }
+        panic!("no return")
+    }
+
+    /// 1024 consecutive client addresses reach every worker, for every worker count up to 16,
+    /// IPv4 and IPv6, within a factor of two of an even share.
+    #[test]
+    fn consecutive_clients_spread_over_every_worker() {
+        for workers in 1..=16u32 {
+            for ipv6 in [false, true] {
+                let prog = source_hash_program(ipv6, workers);
+                let mut got = vec![0u32; workers as usize];
+                for n in 0..1024u32 {
+                    // The source address: bytes 12..16 of an IPv4 header, 8..24 of IPv6
+                    // (fd00::7f00:1 + n).
+                    let mut net = [0u8; 40];
+                    let last = if ipv6 {
+                        net[8] = 0xfd;
+                        20
+                    } else {
+                        12
+                    };
+                    net[last..last + 4].copy_from_slice(&(0x7f00_0001 + n).to_be_bytes());
+                    got[run_cbpf(&prog, &net) as usize] += 1;
+                }
+                let even = 1024 / workers;
+                assert!(
+                    got.iter().all(|&c| c * 2 >= even && c <= even * 2 + 2),
+                    "{workers} workers, ipv6 {ipv6}: {got:?}"
+                );
+            }
+        }
+    }
     use std::net::UdpSocket;
 
     /// Two sockets in one reuseport group with the source-address program: every datagram from

@@ -11,10 +11,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::clock::{RawStamp, TimestampQuality};
+use crate::datapath::{Arrival, Verdict, Worker};
 use crate::io::{Opened, SetupError, WorkerContext, WorkerIo};
-use crate::proto::MAX_REPLY_LEN;
-use crate::server::counters::Tally;
-use crate::server::handler;
+use crate::proto::{DropReason, MAX_REPLY_LEN};
 use crate::sys;
 
 /// How long a worker blocks in one receive before looking at the stop flag.
@@ -74,10 +73,9 @@ fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 }
 
 impl WorkerIo for PortableWorker {
-    fn run(&mut self, ctx: &WorkerContext) -> std::io::Result<()> {
+    fn run(&mut self, ctx: &WorkerContext, worker: &mut Worker) -> std::io::Result<()> {
         let mut buf = [0u8; 2048];
         let mut reply = [0u8; MAX_REPLY_LEN];
-        let mut tally = Tally::default();
         while !ctx.stop.load(Ordering::Relaxed) {
             for s in &self.sockets {
                 // Timeouts (the stop-flag poll), interruptions and ICMP errors reported on the
@@ -91,17 +89,24 @@ impl WorkerIo for PortableWorker {
                 };
                 // A datagram that filled the buffer may have been cut: never answer it.
                 if len >= buf.len() {
-                    handler::truncated(rx, &mut tally);
+                    worker.on_refused(rx, DropReason::TooLong);
                 } else {
                     let snap = ctx.clock.load();
-                    if let Some(n) = handler::answer(&snap, &buf[..len], rx, &mut reply, &mut tally)
-                    {
+                    let meta = Arrival {
+                        src: peer,
+                        dst: None,
+                        ifindex: 0,
+                        rx,
+                    };
+                    let verdict =
+                        worker.on_datagram(&meta, &buf[..len], &mut reply, &snap, sys::clock::now);
+                    if let Verdict::Reply { len: n } = verdict {
                         if s.send_to(&reply[..n], peer).is_err() {
-                            handler::send_failed(&mut tally);
+                            worker.on_send_failed();
                         }
                     }
                 }
-                ctx.counters.flush(&mut tally);
+                ctx.counters.flush(worker.tally());
             }
         }
         Ok(())
@@ -112,10 +117,10 @@ impl WorkerIo for PortableWorker {
 mod tests {
     use super::*;
     use crate::clock::{ClockSnapshot, SharedClock};
+    use crate::datapath::counters::WorkerCounters;
     use crate::proto::client::check_reply;
     use crate::proto::server::client_request;
     use crate::proto::NtpTimestamp;
-    use crate::server::counters::WorkerCounters;
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
 
@@ -137,7 +142,13 @@ mod tests {
             batch: 1,
         };
         let (stop, counters) = (ctx.stop.clone(), ctx.counters.clone());
-        let t = std::thread::spawn(move || worker.run(&ctx));
+        let t = std::thread::spawn(move || {
+            let mut state = crate::datapath::Worker::new(crate::datapath::WorkerConfig {
+                clients: 16,
+                seed: 1,
+            });
+            worker.run(&ctx, &mut state)
+        });
 
         let client = UdpSocket::bind("127.0.0.1:0").unwrap();
         client
@@ -156,7 +167,8 @@ mod tests {
         stop.store(true, Ordering::Relaxed);
         t.join().unwrap().unwrap();
         let c = counters.read();
-        assert_eq!((c.received, c.answered), (2, 1));
+        use crate::datapath::counters::Counter;
+        assert_eq!((c.get(Counter::Received), c.get(Counter::Answered)), (2, 1));
         assert_eq!(c.dropped[crate::proto::DropReason::TooShort.index()], 1);
     }
 }

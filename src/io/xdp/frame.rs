@@ -24,9 +24,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::clock::{ClockSnapshot, RawStamp};
-use crate::proto::{DropReason, Request};
-use crate::server::counters::Tally;
-use crate::server::handler;
+use crate::datapath::{Arrival, Verdict, Worker};
+use crate::proto::packet::field::RECEIVE_TS;
+use crate::proto::DropReason;
+use crate::sys;
 
 const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;
@@ -166,7 +167,7 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, DropReason> {
     }
     if frame[0] & 1 != 0 {
         // Broadcast or multicast destination MAC: not a unicast request to us.
-        return Err(DropReason::Denied);
+        return Err(DropReason::NotOurs);
     }
     let mut l3 = ETH_HLEN;
     let mut ethertype = be16(frame, 12);
@@ -254,7 +255,7 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, DropReason> {
         }
     }
     if !answerable_source(src_ip) {
-        return Err(DropReason::Denied);
+        return Err(DropReason::NotOurs);
     }
     Ok(Parsed {
         l3,
@@ -413,39 +414,42 @@ pub struct Answered {
     pub client: IpAddr,
 }
 
-/// Handles one received frame: validates it, answers the NTP request in the same buffer and
-/// rewrites the headers, counting it in `tally` either way. `None` = dropped (counted).
+/// Handles one received frame: validates it, has `worker` answer the NTP request in the same
+/// buffer and rewrites the headers; counted by the worker either way. `None` = dropped.
 pub fn answer_in_place(
     frame: &mut [u8],
     filter: &AddrFilter,
     snap: &ClockSnapshot,
     rx: RawStamp,
-    tally: &mut Tally,
+    worker: &mut Worker,
 ) -> Option<Answered> {
-    handler::arrived(rx, tally);
     let parsed = match parse(frame) {
         Ok(p) if filter.accepts(p.dst.ip(), p.dst.port()) => p,
         Ok(_) => {
-            tally.drop(DropReason::Denied);
+            worker.on_refused(rx, DropReason::NotOurs);
             return None;
         }
         Err(reason) => {
-            tally.drop(reason);
+            worker.on_refused(rx, reason);
             return None;
         }
+    };
+    let arrival = Arrival {
+        src: parsed.src,
+        dst: Some(parsed.dst.ip()),
+        ifindex: 0,
+        rx,
     };
     let payload = &mut frame[parsed.payload()];
-    let req = match Request::parse(payload) {
-        Ok(r) => r,
-        Err(reason) => {
-            tally.drop(reason);
-            return None;
-        }
-    };
+    let len = payload.len();
     // In place: the reply is never longer than the request, so it fits the payload.
-    let reply_len = handler::reply(snap, &req, rx, payload, tally);
+    let Verdict::Reply { len: reply_len } =
+        worker.on_datagram_in_place(&arrival, payload, len, snap, sys::clock::now)
+    else {
+        return None;
+    };
     let mut key = [0u8; 8];
-    key.copy_from_slice(&payload[32..40]);
+    key.copy_from_slice(&payload[RECEIVE_TS]);
     let len = finish_reply(frame, &parsed, reply_len);
     Some(Answered {
         len,
@@ -458,6 +462,7 @@ pub fn answer_in_place(
 mod tests {
     use super::*;
     use crate::clock::TimestampQuality;
+    use crate::datapath::counters::Counter;
     use crate::proto::UnixNanos;
 
     const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xc1];
@@ -552,15 +557,18 @@ mod tests {
         ])
     }
 
-    fn answer(frame: &mut [u8]) -> (Option<Answered>, Tally) {
+    fn answer(frame: &mut [u8]) -> (Option<Answered>, crate::datapath::counters::Tally) {
         let snap = ClockSnapshot::local(3, -20, UnixNanos::from_parts(1_700_000_000, 0));
         let rx = RawStamp {
             raw: UnixNanos::from_parts(1_700_000_001, 0),
             quality: TimestampQuality::Driver,
         };
-        let mut t = Tally::default();
-        let a = answer_in_place(frame, &filter(), &snap, rx, &mut t);
-        (a, t)
+        let mut w = crate::datapath::Worker::new(crate::datapath::WorkerConfig {
+            clients: 8,
+            seed: 1,
+        });
+        let a = answer_in_place(frame, &filter(), &snap, rx, &mut w);
+        (a, *w.tally())
     }
 
     /// Checks a reply frame the way a receiving kernel would, and returns its parse.
@@ -591,7 +599,7 @@ mod tests {
             let (a, t) = answer(&mut f);
             let a = a.expect("answered");
             assert_eq!(a.len, f.len());
-            assert_eq!(t.answered, 1);
+            assert_eq!(t.get(Counter::Answered), 1);
             let p = check_reply(&f[..a.len], vlan);
             assert_eq!(p.src.ip(), IpAddr::V4(S4));
             assert_eq!(p.dst.ip(), IpAddr::V4(C4));
@@ -614,7 +622,7 @@ mod tests {
             let mut f = frame6(&ntp_request(48), vlan);
             let (a, t) = answer(&mut f);
             let a = a.expect("answered");
-            assert_eq!(t.answered, 1);
+            assert_eq!(t.get(Counter::Answered), 1);
             let p = check_reply(&f[..a.len], vlan);
             assert_eq!(p.src.ip(), IpAddr::V6(s6()));
             assert_eq!(p.dst.ip(), IpAddr::V6(c6()));
@@ -668,8 +676,8 @@ mod tests {
     fn dropped(mut f: Vec<u8>) -> DropReason {
         let (a, t) = answer(&mut f);
         assert!(a.is_none(), "must not be answered");
-        assert_eq!(t.received, 1);
-        assert_eq!(t.answered, 0);
+        assert_eq!(t.get(Counter::Received), 1);
+        assert_eq!(t.get(Counter::Answered), 0);
         assert_eq!(t.dropped_total(), 1);
         *DropReason::ALL
             .iter()
@@ -772,7 +780,7 @@ mod tests {
         // Broadcast destination MAC.
         let mut f = good4.clone();
         f[0..6].fill(0xff);
-        assert_eq!(dropped(f), DropReason::Denied);
+        assert_eq!(dropped(f), DropReason::NotOurs);
         // Version 7 NTP (proto's reason).
         let mut req = ntp_request(48);
         req[0] = (7 << 3) | 3;
@@ -790,13 +798,13 @@ mod tests {
         let u = udp(C4.into(), other.into(), 40000, 123, &ntp_request(48));
         assert_eq!(
             dropped(eth(ETH_P_IP, false, &ipv4(C4, other, 0, &[], &u))),
-            DropReason::Denied
+            DropReason::NotOurs
         );
         // Our address, another port.
         let u = udp(C4.into(), S4.into(), 40000, 124, &ntp_request(48));
         assert_eq!(
             dropped(eth(ETH_P_IP, false, &ipv4(C4, S4, 0, &[], &u))),
-            DropReason::Denied
+            DropReason::NotOurs
         );
         // Spoofed loopback / broadcast / multicast sources.
         for src in [
@@ -808,7 +816,7 @@ mod tests {
             let u = udp(src.into(), S4.into(), 40000, 123, &ntp_request(48));
             assert_eq!(
                 dropped(eth(ETH_P_IP, false, &ipv4(src, S4, 0, &[], &u))),
-                DropReason::Denied,
+                DropReason::NotOurs,
                 "{src}"
             );
         }
@@ -902,7 +910,7 @@ mod tests {
             let n = build_udp(&mut buf, &spec, &ntp_request(48)).unwrap();
             let (a, t) = answer(&mut buf[..n]);
             let a = a.expect("answered");
-            assert_eq!(t.answered, 1);
+            assert_eq!(t.get(Counter::Answered), 1);
             let p = parse(&buf[..a.len]).unwrap();
             assert_eq!((p.src, p.dst), (spec.dst, spec.src));
             assert!(full_checksum_ok(&buf[..a.len], &p));

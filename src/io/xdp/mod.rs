@@ -42,10 +42,9 @@ use meridian_bpf::{ifindex, XdpLink, XdpProgram, XskMap};
 
 use crate::clock::{RawStamp, TimestampQuality};
 use crate::config::XdpMode;
+use crate::datapath::{Arrival, Worker};
 use crate::io::{Opened, WorkerContext, WorkerIo};
 use crate::proto::UnixNanos;
-use crate::server::counters::Tally;
-use crate::server::handler;
 use crate::sys;
 use frame::AddrFilter;
 use umem::{TxMetadata, Umem};
@@ -513,7 +512,7 @@ impl XdpWorker {
     }
 
     /// Makes the kernel transmit what is on the TX ring (copy mode: 32 frames per call).
-    fn kick(&mut self, tally: &mut Tally) {
+    fn kick(&mut self) {
         for _ in 0..MAX_KICKS {
             if self.xsk.tx.unconsumed() == 0 {
                 return;
@@ -534,7 +533,6 @@ impl XdpWorker {
                         "xdp: TX kick failed: {}",
                         std::io::Error::from_raw_os_error(e)
                     );
-                    let _ = tally;
                     return;
                 }
             }
@@ -542,7 +540,7 @@ impl XdpWorker {
     }
 
     /// Handles one batch of received frames; returns how many there were.
-    fn rx_batch(&mut self, ctx: &WorkerContext, tally: &mut Tally) -> u32 {
+    fn rx_batch(&mut self, ctx: &WorkerContext, worker: &mut Worker) -> u32 {
         let batch = (ctx.batch.clamp(1, 1024)) as u32;
         let n = self.xsk.rx.available(batch);
         if n == 0 {
@@ -566,21 +564,23 @@ impl XdpWorker {
                 continue;
             };
             let len = (desc.len as usize).min(frame.len().saturating_sub(offset));
-            let rx = match RxMeta::read_before(frame, offset) {
-                Some(m) if m.is_valid() => RawStamp {
-                    raw: UnixNanos((m.timestamp_ns as i64).saturating_sub(tai_offset)),
-                    // TODO(phc): a KIND_HARDWARE stamp is in the NIC's clock; it is read as
-                    // TAI until the discipline thread publishes a PHC→system mapping.
-                    quality: if m.kind == RxMeta::KIND_HARDWARE {
-                        TimestampQuality::Hardware
-                    } else {
-                        TimestampQuality::Driver
-                    },
-                },
-                _ => user,
-            };
+            let early = RxMeta::read_before(frame, offset)
+                .filter(RxMeta::is_valid)
+                .map(|m| {
+                    (
+                        UnixNanos((m.timestamp_ns as i64).saturating_sub(tai_offset)),
+                        // TODO(phc): a KIND_HARDWARE stamp is in the NIC's clock; it is read as
+                        // TAI until the discipline thread publishes a PHC→system mapping.
+                        if m.kind == RxMeta::KIND_HARDWARE {
+                            TimestampQuality::Hardware
+                        } else {
+                            TimestampQuality::Driver
+                        },
+                    )
+                });
+            let rx = Arrival::stamp(early, user);
             let pkt = &mut frame[offset..offset + len];
-            let answered = frame::answer_in_place(pkt, &self.filter, &snap, rx, tally);
+            let answered = frame::answer_in_place(pkt, &self.filter, &snap, rx, worker);
             match answered {
                 Some(a) if queued < tx_room => {
                     let mut options = 0;
@@ -613,7 +613,7 @@ impl XdpWorker {
                 }
                 Some(_) => {
                     // No room on the TX ring: count it like a failed send.
-                    handler::send_failed(tally);
+                    worker.on_send_failed();
                     self.free.push(base);
                 }
                 None => self.free.push(base),
@@ -627,10 +627,10 @@ impl XdpWorker {
 
     /// Waits (bounded) for the replies still in flight, so they leave before the socket
     /// closes.
-    fn drain(&mut self, tally: &mut Tally) {
+    fn drain(&mut self) {
         let deadline = Instant::now() + Duration::from_millis(200);
         while self.tx_outstanding > 0 && Instant::now() < deadline {
-            self.kick(tally);
+            self.kick();
             self.reap_completions();
             if self.tx_outstanding > 0 {
                 std::thread::sleep(Duration::from_millis(1));
@@ -640,27 +640,26 @@ impl XdpWorker {
 }
 
 impl WorkerIo for XdpWorker {
-    fn run(&mut self, ctx: &WorkerContext) -> std::io::Result<()> {
-        let mut tally = Tally::default();
+    fn run(&mut self, ctx: &WorkerContext, worker: &mut Worker) -> std::io::Result<()> {
         while !ctx.stop.load(Ordering::Relaxed) {
             if self.last_refresh.elapsed() >= REFRESH {
                 self.refresh();
             }
             self.reap_completions();
             self.refill();
-            let n = self.rx_batch(ctx, &mut tally);
+            let n = self.rx_batch(ctx, worker);
             if self.tx_outstanding > 0 {
-                self.kick(&mut tally);
+                self.kick();
             }
-            ctx.counters.flush(&mut tally);
+            ctx.counters.flush(worker.tally());
             if n == 0 {
                 // Nothing received: sleep in poll (short while replies are still in flight).
                 let wait = if self.tx_outstanding > 0 { 1 } else { POLL_MS };
                 self.xsk.wait(wait)?;
             }
         }
-        self.drain(&mut tally);
-        ctx.counters.flush(&mut tally);
+        self.drain();
+        ctx.counters.flush(worker.tally());
         if let Some(st) = self.xsk.statistics() {
             tracing::debug!(
                 interface = %self.ifname,

@@ -1,0 +1,233 @@
+//! Per-worker counters: one cache-padded block per worker, written only by its worker with
+//! relaxed atomics (added once per batch from a plain local tally), read by anyone.
+//!
+//! Event counters are indexed by [`Counter`], drops by [`DropReason`] and receive stamps by
+//! their quality, so a new counter is one line in [`Counter`] (and its name).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crossbeam::utils::CachePadded;
+use serde::Serialize;
+
+use crate::clock::TimestampQuality;
+use crate::proto::DropReason;
+
+/// Number of timestamp qualities tracked.
+pub const QUALITIES: [TimestampQuality; 4] = [
+    TimestampQuality::Hardware,
+    TimestampQuality::Driver,
+    TimestampQuality::Kernel,
+    TimestampQuality::User,
+];
+
+/// What a worker counts besides drops and stamp qualities.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Datagrams taken in (every one exactly once, answered or not).
+    Received,
+    /// Replies handed to the backend (a failed send moves one to the `send_failed` drops).
+    Answered,
+    /// Times the backend's receive buffers ran dry (io-uring: a multishot receive ended with
+    /// ENOBUFS and was re-armed). A steady count says `batch-size` is too small for the load.
+    RxBuffersExhausted,
+    /// Client-table records created for a new client address.
+    ClientsAdded,
+    /// Client-table records given to a new client while still in use (the table is full).
+    ClientsEvicted,
+}
+
+impl Counter {
+    /// Every counter, in index order.
+    pub const ALL: [Counter; 5] = [
+        Counter::Received,
+        Counter::Answered,
+        Counter::RxBuffersExhausted,
+        Counter::ClientsAdded,
+        Counter::ClientsEvicted,
+    ];
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// The name in reports.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Counter::Received => "received",
+            Counter::Answered => "answered",
+            Counter::RxBuffersExhausted => "rx_buffers_exhausted",
+            Counter::ClientsAdded => "clients_added",
+            Counter::ClientsEvicted => "clients_evicted",
+        }
+    }
+}
+
+/// The shared, atomically updated counters of one worker.
+#[derive(Default)]
+pub struct WorkerCounters {
+    events: [AtomicU64; Counter::COUNT],
+    dropped: [AtomicU64; DropReason::COUNT],
+    rx_stamps: [AtomicU64; QUALITIES.len()],
+}
+
+/// A worker's counters, padded to their own cache lines.
+pub type PaddedCounters = CachePadded<WorkerCounters>;
+
+/// A plain tally a worker keeps during one batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub events: [u64; Counter::COUNT],
+    pub dropped: [u64; DropReason::COUNT],
+    pub rx_stamps: [u64; QUALITIES.len()],
+}
+
+impl Tally {
+    #[inline]
+    pub fn count(&mut self, c: Counter) {
+        self.events[c as usize] += 1;
+    }
+
+    #[inline]
+    pub fn get(&self, c: Counter) -> u64 {
+        self.events[c as usize]
+    }
+
+    #[inline]
+    pub fn drop(&mut self, reason: DropReason) {
+        self.dropped[reason.index()] += 1;
+    }
+
+    #[inline]
+    pub fn stamp(&mut self, q: TimestampQuality) {
+        self.rx_stamps[q as usize] += 1;
+    }
+
+    /// A reply counted as answered that the kernel would not take: it moves to the
+    /// `send_failed` drops.
+    #[inline]
+    pub fn send_failed(&mut self) {
+        self.events[Counter::Answered as usize] -= 1;
+        self.drop(DropReason::SendFailed);
+    }
+
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &Tally) {
+        let pairs = self
+            .events
+            .iter_mut()
+            .zip(other.events)
+            .chain(self.dropped.iter_mut().zip(other.dropped))
+            .chain(self.rx_stamps.iter_mut().zip(other.rx_stamps));
+        for (a, b) in pairs {
+            *a += b;
+        }
+    }
+
+    /// Total dropped, all reasons.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.iter().sum()
+    }
+}
+
+impl WorkerCounters {
+    /// Adds a batch's tally (single writer: the owning worker) and clears it.
+    #[inline]
+    pub fn flush(&self, t: &mut Tally) {
+        let pairs = self
+            .events
+            .iter()
+            .zip(t.events)
+            .chain(self.dropped.iter().zip(t.dropped))
+            .chain(self.rx_stamps.iter().zip(t.rx_stamps));
+        for (c, v) in pairs {
+            if v != 0 {
+                c.fetch_add(v, Relaxed);
+            }
+        }
+        *t = Tally::default();
+    }
+
+    /// A consistent-enough copy for reporting.
+    pub fn read(&self) -> Tally {
+        let load = |c: &AtomicU64| c.load(Relaxed);
+        Tally {
+            events: self.events.each_ref().map(load),
+            dropped: self.dropped.each_ref().map(load),
+            rx_stamps: self.rx_stamps.each_ref().map(load),
+        }
+    }
+}
+
+/// The counters of one worker (or of all) as reported: names instead of indices.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct CounterReport {
+    /// The [`Counter`]s by name (`received`, `answered`, ...), at the top level.
+    #[serde(flatten)]
+    pub events: BTreeMap<&'static str, u64>,
+    pub dropped_total: u64,
+    pub dropped: BTreeMap<&'static str, u64>,
+    pub rx_timestamps: BTreeMap<&'static str, u64>,
+}
+
+impl CounterReport {
+    /// One counter by its enum.
+    pub fn get(&self, c: Counter) -> u64 {
+        self.events.get(c.as_str()).copied().unwrap_or(0)
+    }
+}
+
+impl From<&Tally> for CounterReport {
+    fn from(t: &Tally) -> Self {
+        CounterReport {
+            events: Counter::ALL
+                .iter()
+                .map(|c| (c.as_str(), t.get(*c)))
+                .collect(),
+            dropped_total: t.dropped_total(),
+            dropped: DropReason::ALL
+                .iter()
+                .map(|r| (r.as_str(), t.dropped[r.index()]))
+                .collect(),
+            rx_timestamps: QUALITIES
+                .iter()
+                .map(|q| (q.as_str(), t.rx_stamps[*q as usize]))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flush_adds_and_clears() {
+        let c = WorkerCounters::default();
+        let mut t = Tally::default();
+        for _ in 0..3 {
+            t.count(Counter::Received);
+        }
+        t.count(Counter::Answered);
+        t.count(Counter::Answered);
+        t.drop(DropReason::BadMode);
+        t.stamp(TimestampQuality::Kernel);
+        c.flush(&mut t);
+        assert_eq!(t, Tally::default());
+        let mut t2 = Tally::default();
+        t2.count(Counter::Received);
+        t2.drop(DropReason::BadMode);
+        t2.count(Counter::Answered);
+        t2.send_failed();
+        c.flush(&mut t2);
+        let r = CounterReport::from(&c.read());
+        assert_eq!(r.get(Counter::Received), 4);
+        assert_eq!(r.get(Counter::Answered), 2);
+        assert_eq!(r.dropped["bad_mode"], 2);
+        assert_eq!(r.dropped["send_failed"], 1);
+        assert_eq!(r.dropped_total, 3);
+        assert_eq!(r.rx_timestamps["kernel"], 1);
+        // Every counter is reported by name at the top level.
+        let json = serde_json::to_value(&r).unwrap();
+        for c in Counter::ALL {
+            assert!(json[c.as_str()].is_u64(), "{json}");
+        }
+    }
+}
