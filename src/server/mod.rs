@@ -234,7 +234,10 @@ impl Server {
         } else {
             n_workers * ClientTable::records_for(state.clients)
         };
+        // Each worker says when its state is allocated: "serving" is logged only then.
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
         for (id, mut worker_io) in opened.workers.into_iter().enumerate() {
+            let ready = ready_tx.clone();
             let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
             let c = Arc::new(CachePadded::new(WorkerCounters::default()));
             counters.push((core.map(|c| c.id), c.clone()));
@@ -260,6 +263,8 @@ impl Server {
                     }
                     // Allocated here, after pinning: the table's memory is local to the core.
                     let mut worker = Worker::new(state);
+                    let _ = ready.send(());
+                    drop(ready);
                     if let Err(e) = worker_io.run(&ctx, &mut worker) {
                         tracing::error!(worker = id, "worker stopped: {e}");
                         stop_all.store(true, Ordering::Relaxed);
@@ -267,6 +272,13 @@ impl Server {
                 })
                 .context("spawning a worker thread")?;
             threads.push(t);
+        }
+        drop(ready_tx);
+        for _ in 0..threads.len() {
+            // A worker that died before allocating closes its sender: stop waiting then.
+            if ready_rx.recv().is_err() {
+                break;
+            }
         }
         let core_ids: Vec<usize> = counters.iter().filter_map(|(c, _)| *c).collect();
         tracing::info!(
