@@ -181,6 +181,25 @@ fn datapath(c: &mut Criterion) {
             black_box(table.touch(black_box(addrs[i].ip()), now).0)
         })
     });
+    // A batch of 32 as the backends hand it over: every record prefetched first.
+    g.throughput(Throughput::Elements(32));
+    g.bench_function("touch_1m_random_batch32_prefetched", |b| {
+        b.iter(|| {
+            let start = i;
+            for k in 0..32 {
+                table.prefetch(addrs[(start + k) & (CLIENTS - 1)].ip());
+            }
+            for k in 0..32 {
+                table.prefetch_record(addrs[(start + k) & (CLIENTS - 1)].ip());
+            }
+            for k in 0..32 {
+                now += 1;
+                black_box(table.touch(addrs[(start + k) & (CLIENTS - 1)].ip(), now).0);
+            }
+            i = (start + 32) & (CLIENTS - 1);
+        })
+    });
+    g.throughput(Throughput::Elements(1));
     drop(table);
     let snap = ClockSnapshot::local(2, -24, NOW.add_nanos(-1_000_000_000));
     let req = request();

@@ -122,6 +122,24 @@ impl Worker {
         self.tally.drop(reason);
     }
 
+    /// Starts fetching the client table's memory for a datagram from `src`: call it for the
+    /// whole batch before answering any of it (a hint; answers are the same without it).
+    #[inline]
+    pub fn prefetch(&self, src: IpAddr) {
+        if let Some(t) = &self.clients {
+            t.prefetch(src);
+        }
+    }
+
+    /// The second pass of [`Worker::prefetch`] over the batch: starts fetching the records
+    /// themselves, now that their tags are on the way.
+    #[inline]
+    pub fn prefetch_record(&self, src: IpAddr) {
+        if let Some(t) = &self.clients {
+            t.prefetch_record(src);
+        }
+    }
+
     /// A reply the kernel would not take (buffer full, no route): never waited on.
     #[inline]
     pub fn on_send_failed(&mut self) {

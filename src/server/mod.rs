@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::clock::{ClockSnapshot, SharedClock};
 use crate::config::{BackendKind, ClockConfig, ClockMode, Config, SourceConfig};
-use crate::datapath::clients::{ClientTable, Record};
+use crate::datapath::clients::ClientTable;
 use crate::datapath::counters::{CounterReport, PaddedCounters, Tally, WorkerCounters};
 use crate::datapath::{Worker, WorkerConfig};
 use crate::discipline::thread::{DisciplineSettings, DisciplineThread, SourceStatus};
@@ -229,10 +229,13 @@ impl Server {
             clients: opts.clients.per_worker(n_workers),
             seed: sys::random::seed(),
         };
-        let client_records = if state.clients == 0 {
-            0
+        let (client_records, client_bytes) = if state.clients == 0 {
+            (0, 0)
         } else {
-            n_workers * ClientTable::records_for(state.clients)
+            (
+                n_workers * ClientTable::records_for(state.clients),
+                n_workers * ClientTable::memory_for(state.clients),
+            )
         };
         // Each worker says when its state is allocated: "serving" is logged only then.
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
@@ -294,10 +297,7 @@ impl Server {
                 "local"
             },
             clients = client_records,
-            client_memory = format!(
-                "{} MiB",
-                (client_records * std::mem::size_of::<Record>()) >> 20
-            ),
+            client_memory = format!("{} MiB", client_bytes >> 20),
             stratum = opts.clock.local_stratum,
             "meridian serving"
         );

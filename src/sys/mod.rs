@@ -2,5 +2,6 @@
 //! home of `unsafe` in the crate; every block carries a `// SAFETY:` comment.
 
 pub mod clock;
+pub mod mem;
 pub mod random;
 pub mod timex;

@@ -360,6 +360,20 @@ unsafe impl<const B: usize, const C: usize> Send for Batch<B, C> {}
 pub const MAX_BATCH: usize = 1024;
 
 impl<const BUF: usize, const CTRL: usize> Batch<BUF, CTRL> {
+    /// The source address the kernel wrote for datagram `i` (its `msg_namelen` bytes).
+    fn name_bytes(&self, i: usize) -> &[u8] {
+        let len =
+            (self.hdrs[i].msg_hdr.msg_namelen as usize).min(size_of::<libc::sockaddr_storage>());
+        // SAFETY: `names[i]` is a plain-data sockaddr_storage the kernel filled; viewing its
+        // first `len` (at most its size) bytes as a byte slice is always valid.
+        unsafe {
+            std::slice::from_raw_parts(
+                (&self.names[i] as *const libc::sockaddr_storage).cast::<u8>(),
+                len,
+            )
+        }
+    }
+
     fn with_capacity(n: usize) -> Self {
         let mut bufs = vec![[0u8; BUF]; n].into_boxed_slice();
         let mut ctrl = vec![Ctrl([0u8; CTRL]); n].into_boxed_slice();
@@ -441,6 +455,18 @@ impl UdpWorker {
                 quality: TimestampQuality::User,
             };
             let snap = ctx.clock.load();
+            // The client records of the whole batch, fetched before any is needed: their tags
+            // first, then the records the tags point at.
+            for i in 0..n {
+                if let Some(src) = cmsg::sockaddr(self.rx.name_bytes(i)) {
+                    worker.prefetch(src.ip());
+                }
+            }
+            for i in 0..n {
+                if let Some(src) = cmsg::sockaddr(self.rx.name_bytes(i)) {
+                    worker.prefetch_record(src.ip());
+                }
+            }
             let mut m = 0;
             for i in 0..n {
                 let h = &self.rx.hdrs[i];
