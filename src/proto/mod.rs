@@ -7,6 +7,7 @@
 pub mod client;
 pub mod packet;
 pub mod server;
+pub mod snapshot;
 pub mod time;
 
 #[cfg(test)]

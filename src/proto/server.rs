@@ -19,8 +19,8 @@
 //!   extension fields are walked and skipped, and malformed ones make the request dropped.
 
 use super::packet::{field, li_vn_mode, Header, Leap, Mode, PacketError, PacketView, HEADER_LEN};
+use super::snapshot::ClockSnapshot;
 use super::time::{NtpShort, NtpTimestamp, UnixNanos};
-use crate::clock::ClockSnapshot;
 
 /// Why a datagram gets no answer. Small and `Copy`, indexable for per-reason counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

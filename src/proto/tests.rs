@@ -12,8 +12,8 @@ use proptest::prelude::*;
 use super::client::{check_reply, exchange, refid_text, ReplyError};
 use super::packet::{Header, Leap, Mode, PacketError, Trailer, HEADER_LEN, MAX_PACKET_LEN};
 use super::server::{client_request, respond, DropReason, KissCode, Request, MAX_REPLY_LEN};
+use super::snapshot::{ClockSnapshot, Correction};
 use super::time::{Exchange, NtpShort, NtpTimestamp, UnixNanos, ERA_SECS, NTP_UNIX_OFFSET_SECS};
-use crate::clock::{ClockSnapshot, Correction};
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures
