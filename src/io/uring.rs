@@ -577,7 +577,7 @@ impl UringLoop {
 
 /// A transmit timestamp read back from a socket's error queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TxStamp {
+pub struct ErrQueueStamp {
     pub raw: crate::proto::UnixNanos,
     /// The datagram's key: the socket's send counter when it was sent (OPT_ID).
     pub key: u32,
@@ -585,7 +585,7 @@ pub struct TxStamp {
 
 /// Reads one transmit timestamp from `fd`'s error queue through `ring` (RecvMsg with
 /// MSG_ERRQUEUE), the path interleaved mode uses. `Ok(None)` when the queue is empty.
-pub fn recv_tx_timestamp(ring: &mut IoUring, fd: RawFd) -> io::Result<Option<TxStamp>> {
+pub fn recv_tx_timestamp(ring: &mut IoUring, fd: RawFd) -> io::Result<Option<ErrQueueStamp>> {
     let mut ctrl = [0u64; 32];
     let mut data = [0u8; 64];
     let mut iov = libc::iovec {
@@ -622,7 +622,7 @@ pub fn recv_tx_timestamp(ring: &mut IoUring, fd: RawFd) -> io::Result<Option<TxS
     let bytes = unsafe { std::slice::from_raw_parts(ctrl.as_ptr().cast::<u8>(), ctrl_len) };
     let meta = cmsg::parse(bytes);
     Ok(match (meta.software, meta.tx_key) {
-        (Some(raw), Some(key)) => Some(TxStamp { raw, key }),
+        (Some(raw), Some(key)) => Some(ErrQueueStamp { raw, key }),
         _ => None,
     })
 }

@@ -413,7 +413,7 @@ impl<const BUF: usize, const CTRL: usize> Batch<BUF, CTRL> {
 impl UdpWorker {
     /// Receives, answers and sends batches from listener `li` until it has nothing queued (or
     /// `ROUNDS_PER_WAKE` batches were handled).
-    fn drain(
+    fn serve_listener(
         &mut self,
         li: usize,
         ctx: &WorkerContext,
@@ -599,7 +599,7 @@ impl WorkerIo for UdpWorker {
             }
             for (li, p) in pfds.iter().enumerate() {
                 if p.revents & (libc::POLLIN | libc::POLLERR) != 0 {
-                    self.drain(li, ctx, worker)?;
+                    self.serve_listener(li, ctx, worker)?;
                 }
             }
         }

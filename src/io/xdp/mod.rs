@@ -627,7 +627,7 @@ impl XdpWorker {
 
     /// Waits (bounded) for the replies still in flight, so they leave before the socket
     /// closes.
-    fn drain(&mut self) {
+    fn finish_in_flight(&mut self) {
         let deadline = Instant::now() + Duration::from_millis(200);
         while self.tx_outstanding > 0 && Instant::now() < deadline {
             self.kick();
@@ -658,7 +658,7 @@ impl WorkerIo for XdpWorker {
                 self.xsk.wait(wait)?;
             }
         }
-        self.drain();
+        self.finish_in_flight();
         ctx.counters.flush(worker.tally());
         if let Some(st) = self.xsk.statistics() {
             tracing::debug!(
