@@ -13,8 +13,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    backends, chrony_offset, chronyd_query, counter, ipv6_available, run_bounded, run_meridian,
-    Server, ServerOpts, CHRONYD,
+    backends, chrony_offset, chronyd_query, counter, ipv6_available, python_with_ntplib,
+    run_bounded, run_meridian, Server, ServerOpts, CHRONYD,
 };
 
 /// Offsets and delays on loopback are microseconds; this bound only catches real errors
@@ -222,25 +222,6 @@ fn meridian_query_compare_with_a_dead_server() {
 
 // ---------------------------------------------------------------------------------------------
 // Python ntplib
-
-/// A Python interpreter that can import ntplib.
-fn python_with_ntplib() -> Result<String, String> {
-    let mut tried = Vec::new();
-    for py in ["python3", "/usr/bin/python3"] {
-        match run_bounded(
-            Command::new(py).args(["-c", "import ntplib"]),
-            Duration::from_secs(10),
-        ) {
-            Ok(o) if o.success() => return Ok(py.to_owned()),
-            Ok(o) => tried.push(format!("{py}: {}", o.stderr.lines().last().unwrap_or(""))),
-            Err(e) => tried.push(format!("{py}: {e}")),
-        }
-    }
-    Err(format!(
-        "no python with ntplib ({}); install python3-ntplib",
-        tried.join("; ")
-    ))
-}
 
 const NTPLIB_SCRIPT: &str = r#"
 import json, sys, ntplib
