@@ -219,10 +219,10 @@ fn afxdp_receives(test: &str, tag: &str, hardware: bool) {
     if skip_without_bpf(test) {
         return;
     }
-    let Some((server_ns, client_ns)) = veth_pair(test, tag, "10.201.0", "fd00:6d63") else {
+    let Some(pair) = veth_pair(test, tag, [10, 201, 0], [0xfd00, 0x6d63, 0, 0]) else {
         return;
     };
-    let (sname, cname) = (server_ns.name.clone(), client_ns.name.clone());
+    let (sname, cname) = (pair.server.name().to_owned(), pair.client.name().to_owned());
     let test = test.to_string();
     on_own_thread(move || {
         enter_netns(&sname);
@@ -305,8 +305,7 @@ fn afxdp_receives(test: &str, tag: &str, hardware: bool) {
             );
         }
     });
-    drop(client_ns);
-    drop(server_ns);
+    drop(pair);
 }
 
 #[test]

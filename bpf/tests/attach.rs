@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use common::*;
 use meridian_bpf::{ifindex, Error, ProgramConfig, TimestampMode, XdpMode, XdpProgram, XskMap};
+use meridian_testkit::ChildGuard;
 
 /// A namespace holding the veth pair `va` <-> `vb`, both up.
 fn veth_ns(test: &str, tag: &str) -> Option<Netns> {
     if skip_without_bpf(test) {
         return None;
     }
-    let ns = Netns::create(test, tag)?;
+    let ns = netns(test, tag)?;
     ns.ip(&["link", "add", "va", "type", "veth", "peer", "name", "vb"]);
     ns.ip(&["link", "set", "va", "up"]);
     ns.ip(&["link", "set", "vb", "up"]);
@@ -53,7 +54,7 @@ fn attach_and_detach_in_each_mode() {
     let Some(ns) = veth_ns("attach_and_detach_in_each_mode", "modes") else {
         return;
     };
-    let name = ns.name.clone();
+    let name = ns.name().to_owned();
     on_own_thread(move || {
         enter_netns(&name);
         let ifx = ifindex("va").unwrap();
@@ -130,20 +131,13 @@ fn link_detaches_when_the_owner_is_killed() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env("MERIDIAN_BPF_TEST_CHILD_NS", &ns.name)
+        .env("MERIDIAN_BPF_TEST_CHILD_NS", ns.name())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    struct Reap(std::process::Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let stdout = child.stdout.take().unwrap();
-    let mut child = Reap(child);
+    let mut child = ChildGuard::new(child);
     let mut id = None;
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap();
@@ -154,18 +148,17 @@ fn link_detaches_when_the_owner_is_killed() {
         }
     }
     let id = id.expect("child attached");
-    let (_, all) = xdp_state(&ns.name);
+    let (_, all) = xdp_state(ns.name());
     assert!(all.contains(&format!("prog/xdp id {id}")), "{all}");
-    child.0.kill().unwrap(); // SIGKILL: no destructors run in the child
-    child.0.wait().unwrap();
-    // The kernel releases the link when the last fd closes; allow a moment for teardown.
+    child.kill(); // SIGKILL (by PID, then reaped): no destructors run in the child
+                  // The kernel releases the link when the last fd closes; allow a moment for teardown.
     for _ in 0..50 {
-        if !xdp_state(&ns.name).1.contains("prog/xdp") {
+        if !xdp_state(ns.name()).1.contains("prog/xdp") {
             return;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_detached(&ns.name);
+    assert_detached(ns.name());
 }
 
 #[test]
@@ -173,7 +166,7 @@ fn hardware_variant_is_device_bound() {
     let Some(ns) = veth_ns("hardware_variant_is_device_bound", "hw") else {
         return;
     };
-    let name = ns.name.clone();
+    let name = ns.name().to_owned();
     on_own_thread(move || {
         enter_netns(&name);
         let ifx = ifindex("va").unwrap();
@@ -217,10 +210,10 @@ fn traffic_passes(test: &str, tag: &str, hardware: bool) {
     if skip_without_bpf(test) {
         return;
     }
-    let Some((server_ns, client_ns)) = veth_pair(test, tag, "10.200.0", "fd00:6d62") else {
+    let Some(pair) = veth_pair(test, tag, [10, 200, 0], [0xfd00, 0x6d62, 0, 0]) else {
         return;
     };
-    let (sname, cname) = (server_ns.name.clone(), client_ns.name.clone());
+    let (sname, cname) = (pair.server.name().to_owned(), pair.client.name().to_owned());
     let test = test.to_string();
     on_own_thread(move || {
         enter_netns(&sname);
@@ -262,8 +255,7 @@ fn traffic_passes(test: &str, tag: &str, hardware: bool) {
             assert_eq!(from.ip(), client.local_addr().unwrap().ip());
         }
     });
-    drop(client_ns);
-    drop(server_ns);
+    drop(pair);
 }
 
 #[test]
