@@ -9,40 +9,15 @@
 
 use std::fs::File;
 use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod common;
 
-use common::ProcessGuard;
+use common::{free_port, meridian_binary, ChildGuard};
 use meridian::proto::client::check_reply;
 use meridian::proto::server::client_request;
 use meridian::proto::{NtpTimestamp, UnixNanos};
-
-/// `target/<profile>/meridian`, next to the `deps/` directory this test runs from.
-fn meridian_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("tests run from target/<profile>/deps");
-    let bin = profile_dir.join(format!("meridian{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.is_file(),
-        "the meridian server binary is missing at {}: build it first \
-         (`cargo build -p meridian`, or run `cargo test --workspace`, which builds it)",
-        bin.display()
-    );
-    bin
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
-}
 
 fn now() -> UnixNanos {
     UnixNanos(
@@ -78,10 +53,10 @@ fn twenty_thousand_per_second_against_meridian() {
     let bin = meridian_binary();
     let dir = std::env::temp_dir().join(format!("loadgen-meridian-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let port = free_udp_port();
+    let port = free_port(true, false).expect("a free loopback port");
     let server_out = dir.join("server.stdout");
     let server_err = dir.join("server.stderr");
-    let mut server = ProcessGuard::new(
+    let mut server = ChildGuard::terminating(
         Command::new(&bin)
             .args([
                 "serve",
@@ -120,7 +95,7 @@ fn twenty_thousand_per_second_against_meridian() {
     let svg = dir.join("latency.svg");
     let loadgen_out = dir.join("loadgen.stdout");
     let loadgen_err = dir.join("loadgen.stderr");
-    let mut loadgen = ProcessGuard::new(
+    let mut loadgen = ChildGuard::terminating(
         Command::new(env!("CARGO_BIN_EXE_meridian-loadgen"))
             .args([
                 "--target",
@@ -152,7 +127,7 @@ fn twenty_thousand_per_second_against_meridian() {
         "meridian-loadgen",
     );
     let status = loadgen
-        .wait_for(Duration::from_secs(180))
+        .wait_timeout(Duration::from_secs(180))
         .expect("meridian-loadgen finished within 180 s");
     let stdout = std::fs::read_to_string(&loadgen_out).unwrap();
     let stderr = std::fs::read_to_string(&loadgen_err).unwrap();

@@ -1,5 +1,5 @@
 //! `--transport xdp` end to end: two network namespaces joined by a veth pair
-//! (scripts/netns.sh, a name unique to this test process), `meridian serve` in one (`--backend
+//! (meridian-testkit's, as scripts/netns.sh makes them, a name unique to this test process), `meridian serve` in one (`--backend
 //! udp`, then `--backend xdp`), the load generator's AF_XDP transport in the other at 20,000
 //! requests/s for 2 s over IPv4 and IPv6: no invalid reply, every request accounted for
 //! (answered or lost, at most half lost), every reply stamped by the XDP program, and the
@@ -9,61 +9,22 @@
 //! Needs root, `ip` and bpf(2); skips with a printed reason otherwise. The namespaces are
 //! removed by a guard on every path; processes are stopped by PID.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{run_bounded, ProcessGuard};
-
-fn meridian_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("tests run from target/<profile>/deps");
-    let bin = profile_dir.join("meridian");
-    assert!(
-        bin.is_file(),
-        "the meridian server binary is missing at {}: build it first (`cargo build -p \
-         meridian`, or run `cargo test --workspace`)",
-        bin.display()
-    );
-    bin
-}
-
-fn netns_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/netns.sh")
-}
-
-/// Says why a test does not run here. With `MERIDIAN_REQUIRE_ALL=1` (set by `.ci/run`, where
-/// everything is present) a skip is a failure instead.
-fn skip_notice(test: &str, reason: &str) {
-    let required = std::env::var_os("MERIDIAN_REQUIRE_ALL").is_some_and(|v| v == "1");
-    assert!(
-        !required,
-        "MERIDIAN_REQUIRE_ALL=1, but {test} would be skipped: {reason}"
-    );
-    eprintln!("SKIP {test}: {reason}");
-}
+use common::{meridian_binary, run_bounded, skip_notice, ChildGuard};
+use meridian_testkit::netns::{self, VethPair, VethSpec};
 
 /// Why the test cannot run here, if it cannot.
 fn skip_reason() -> Option<String> {
-    // The effective uid, second field of "Uid:" in /proc/self/status (no unsafe here).
-    let euid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
-        });
-    if euid.as_deref() != Some("0") {
+    if !meridian_testkit::is_root() {
         return Some("needs root (namespaces, XDP, AF_XDP)".into());
     }
-    match Command::new("ip").args(["netns", "list"]).output() {
-        Ok(o) if o.status.success() => {}
-        _ => return Some("`ip netns` is not usable".into()),
+    if let Some(why) = netns::unavailable() {
+        return Some(why);
     }
     if let Err(e) = meridian::io::xdp::probe() {
         return Some(e);
@@ -71,59 +32,41 @@ fn skip_reason() -> Option<String> {
     None
 }
 
-/// The two namespaces; `down` on drop.
-struct Netns {
+/// The two namespaces, as scripts/netns.sh builds them with EXTRA=4: NAME-srv with veth
+/// NAME-s0 (10.201.0.1/24, fd00:201::1/64) and NAME-cli with NAME-c0 (10.201.0.2/24,
+/// fd00:201::2/64, and .100-.103 / ::100-::103), reverse-path filtering off. Deleted on drop.
+struct Namespaces {
     name: String,
+    pair: VethPair,
 }
 
-impl Netns {
-    fn up() -> Netns {
+impl Namespaces {
+    fn up() -> Namespaces {
         // Interface names are NAME-s0: at most 15 bytes.
         let name = format!("lgx{}", std::process::id() % 1_000_000);
-        let ns = Netns { name };
-        let out = Command::new("sh")
-            .arg(netns_script())
-            .args(["up", &ns.name])
-            .env("EXTRA", "4")
-            .output()
-            .expect("run netns.sh");
-        assert!(
-            out.status.success(),
-            "netns.sh up: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        ns
+        let spec = VethSpec::new([10, 201, 0], [0xfd00, 0x201, 0, 0])
+            .devices(&format!("{name}-s0"), &format!("{name}-c0"))
+            .client_extra(4)
+            .rp_filter_off();
+        let pair = VethPair::create(&format!("{name}-srv"), &format!("{name}-cli"), spec)
+            .unwrap_or_else(|e| panic!("veth pair {name}: {e}"));
+        Namespaces { name, pair }
     }
 
-    fn srv(&self) -> String {
-        format!("{}-srv", self.name)
+    /// `ip netns exec NAME-srv PROGRAM`.
+    fn in_srv(&self, program: &Path) -> Command {
+        self.pair.server.command(program)
     }
 
-    fn cli(&self) -> String {
-        format!("{}-cli", self.name)
-    }
-
-    fn in_ns(&self, ns: &str, program: &Path) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", ns]).arg(program);
-        c
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("sh")
-            .arg(netns_script())
-            .args(["down", &self.name])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+    /// `ip netns exec NAME-cli PROGRAM`.
+    fn in_cli(&self, program: &Path) -> Command {
+        self.pair.client.command(program)
     }
 }
 
 /// Starts meridian in the server namespace and waits until it answers from the client one.
-fn start_server(ns: &Netns, backend: &str, port: u16, log: &Path) -> ProcessGuard {
-    let mut c = ns.in_ns(&ns.srv(), &meridian_binary());
+fn start_server(ns: &Namespaces, backend: &str, port: u16, log: &Path) -> ChildGuard {
+    let mut c = ns.in_srv(&meridian_binary());
     c.args(["serve", "--workers", "1", "--backend", backend])
         .args(["--listen", &format!("10.201.0.1:{port}")])
         .args(["--listen", &format!("[fd00:201::1]:{port}")]);
@@ -137,7 +80,7 @@ fn start_server(ns: &Netns, backend: &str, port: u16, log: &Path) -> ProcessGuar
         .stderr(file)
         .spawn()
         .expect("spawn meridian");
-    let mut guard = ProcessGuard::new(child, "meridian");
+    let mut guard = ChildGuard::terminating(child, "meridian");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(s) = guard.try_wait() {
@@ -146,7 +89,7 @@ fn start_server(ns: &Netns, backend: &str, port: u16, log: &Path) -> ProcessGuar
                 std::fs::read_to_string(log).unwrap_or_default()
             );
         }
-        let mut q = ns.in_ns(&ns.cli(), &meridian_binary());
+        let mut q = ns.in_cli(&meridian_binary());
         q.args(["query", &format!("10.201.0.1:{port}"), "-n", "1"])
             .args(["--timeout", "0.3"]);
         if run_bounded(q, Duration::from_secs(10)).status.success() {
@@ -160,8 +103,8 @@ fn start_server(ns: &Netns, backend: &str, port: u16, log: &Path) -> ProcessGuar
     }
 }
 
-fn loadgen(ns: &Netns, target: &str, extra: &[&str], json: &Path) -> Output {
-    let mut c = ns.in_ns(&ns.cli(), Path::new(env!("CARGO_BIN_EXE_meridian-loadgen")));
+fn loadgen(ns: &Namespaces, target: &str, extra: &[&str], json: &Path) -> Output {
+    let mut c = ns.in_cli(Path::new(env!("CARGO_BIN_EXE_meridian-loadgen")));
     c.args(["--target", target, "--transport", "xdp"])
         .args(["--interface", &format!("{}-c0", ns.name)])
         .args(["--rate", "20000", "--duration", "2", "--quiet"])
@@ -210,10 +153,12 @@ fn check_run(out: &Output, json: &Path, what: &str) {
 #[test]
 fn xdp_transport_against_udp_and_xdp_backends() {
     if let Some(why) = skip_reason() {
-        skip_notice("xdp_transport_against_udp_and_xdp_backends", &why);
+        skip_notice(&format!(
+            "xdp_transport_against_udp_and_xdp_backends: {why}"
+        ));
         return;
     }
-    let ns = Netns::up();
+    let ns = Namespaces::up();
     let dir = std::env::temp_dir().join(format!("loadgen-xdp-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let port = 123;
@@ -236,12 +181,12 @@ fn xdp_transport_against_udp_and_xdp_backends() {
             let out = loadgen(&ns, target, extra, &json);
             check_run(&out, &json, &what);
             // The generator's program is gone with it.
-            let link = Command::new("ip")
-                .args(["netns", "exec", &ns.cli(), "ip", "link", "show"])
-                .arg(format!("{}-c0", ns.name))
-                .output()
-                .unwrap();
-            let link = String::from_utf8_lossy(&link.stdout);
+            let dev = format!("{}-c0", ns.name);
+            let link = ns
+                .pair
+                .client
+                .run("ip", &["link", "show", &dev], Duration::from_secs(10))
+                .stdout;
             assert!(!link.contains("xdp"), "{what}: still attached: {link}");
         }
         assert!(server.stop().is_some(), "meridian stopped on SIGTERM");
@@ -252,7 +197,9 @@ fn xdp_transport_against_udp_and_xdp_backends() {
 #[test]
 fn xdp_transport_refuses_what_it_cannot_serve() {
     if let Some(why) = skip_reason() {
-        skip_notice("xdp_transport_refuses_what_it_cannot_serve", &why);
+        skip_notice(&format!(
+            "xdp_transport_refuses_what_it_cannot_serve: {why}"
+        ));
         return;
     }
     // No namespaces needed: these fail before anything is attached.

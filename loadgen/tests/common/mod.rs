@@ -1,11 +1,13 @@
-//! Helpers shared by the integration tests: child processes that are always stopped, bounded
-//! runs of the load generator, and a small correct NTP server on 127.0.0.1 that counts what
-//! it answers.
-#![allow(dead_code)]
+//! Helpers shared by the integration tests: bounded runs of the load generator, the server
+//! binary, and a small correct NTP server on 127.0.0.1 that counts what it answers. Child
+//! processes that are always stopped (by PID), the skip notice, free ports and namespaces come
+//! from `meridian-testkit`.
+#![allow(dead_code, unused_imports)]
 
 use std::fs::File;
 use std::net::UdpSocket;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -13,77 +15,23 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use meridian::clock::ClockSnapshot;
 use meridian::proto::{respond, UnixNanos, MAX_REPLY_LEN};
+pub use meridian_testkit::{free_port, skip_notice, ChildGuard};
 
-/// A child process stopped on every path: SIGTERM by PID, then SIGKILL after a grace period.
-pub struct ProcessGuard {
-    child: Option<Child>,
-    name: &'static str,
-}
-
-impl ProcessGuard {
-    pub fn new(child: Child, name: &'static str) -> Self {
-        ProcessGuard {
-            child: Some(child),
-            name,
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    pub fn try_wait(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut()?.try_wait().ok().flatten()
-    }
-
-    /// Waits up to `limit` for the process to exit by itself; kills it after that.
-    pub fn wait_for(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(s) = self.try_wait() {
-                self.child = None;
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    /// SIGTERM, wait up to 5 s, then SIGKILL. Returns the exit status if it exited on its own.
-    pub fn stop(&mut self) -> Option<ExitStatus> {
-        self.stop_within(Duration::from_secs(5))
-    }
-
-    /// SIGTERM, wait up to `grace`, then SIGKILL. Returns the exit status if it exited on its
-    /// own.
-    pub fn stop_within(&mut self, grace: Duration) -> Option<ExitStatus> {
-        let child = self.child.as_mut()?;
-        if let Ok(Some(s)) = child.try_wait() {
-            self.child = None;
-            return Some(s);
-        }
-        let pid = child.id() as libc::pid_t;
-        // SAFETY: kill(2) with the PID of a child we spawned and have not reaped (so the PID
-        // cannot have been reused); it only sends a signal.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
-        if let Some(s) = self.wait_for(grace) {
-            return Some(s);
-        }
-        eprintln!("{} did not stop on SIGTERM; killing it", self.name);
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        None
-    }
-}
-
-impl Drop for ProcessGuard {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// `target/<profile>/meridian`, next to the `deps/` directory this test runs from.
+pub fn meridian_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps");
+    let bin = profile_dir.join(format!("meridian{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "the meridian server binary is missing at {}: build it first \
+         (`cargo build -p meridian`, or run `cargo test --workspace`, which builds it)",
+        bin.display()
+    );
+    bin
 }
 
 /// Runs `cmd` to completion within `limit` (killed by PID otherwise, failing the test) and
@@ -103,9 +51,9 @@ pub fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
         .stderr(File::create(&err_path).unwrap())
         .spawn()
         .expect("spawn");
-    let mut guard = ProcessGuard::new(child, "child process");
+    let mut guard = ChildGuard::terminating(child, "child process");
     let started = Instant::now();
-    let status = guard.wait_for(limit);
+    let status = guard.wait_timeout(limit);
     let output = Output {
         status: status
             .unwrap_or_else(|| panic!("still running after {:?}; killed", started.elapsed())),
