@@ -1,6 +1,7 @@
 #!/bin/sh
-# Two network namespaces joined by one veth pair, for benchmarks and tests that need a real
-# link (XDP, namespaces' own port 123, many client source addresses):
+# Two network namespaces joined by one veth pair, for benchmarks and trying things by hand on
+# a real link (XDP, namespaces' own port 123, many client source addresses). The tests build
+# the same pair themselves with meridian-testkit (testkit/src/netns.rs):
 #
 #   NAME-srv  veth NAME-s0  10.201.0.1/24  fd00:201::1/64
 #   NAME-cli  veth NAME-c0  10.201.0.2/24  fd00:201::2/64  (+ extra client addresses)
