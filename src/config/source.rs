@@ -41,6 +41,27 @@ pub enum SourceKind {
     Pool,
 }
 
+/// How the discipline treats each kind of source: the one place its behaviour differs, so a
+/// new kind (reference clocks, peers) is a new variant and its answers here.
+impl SourceKind {
+    /// Resolved again after one of its addresses was dropped (DENY/RSTR, or replaced)? A pool
+    /// looks for another member; a server's one address stays dropped.
+    pub fn resolves_again_after_a_drop(self) -> bool {
+        match self {
+            SourceKind::Server => false,
+            SourceKind::Pool => true,
+        }
+    }
+
+    /// Are members that stay unreachable or falseticking replaced by fresh addresses?
+    pub fn replaces_bad_members(self) -> bool {
+        match self {
+            SourceKind::Server => false,
+            SourceKind::Pool => true,
+        }
+    }
+}
+
 fn default_minpoll() -> i8 {
     DEFAULT_MINPOLL
 }

@@ -496,8 +496,8 @@ impl Runner {
             if o.resolving || members >= o.cfg.max_sources() || now < o.next_resolve {
                 continue;
             }
-            // A server that was denied is not resolved again.
-            if o.cfg.kind == SourceKind::Server && !o.banned.is_empty() {
+            // A server that was denied is not resolved again (a pool is).
+            if !o.cfg.kind.resolves_again_after_a_drop() && !o.banned.is_empty() {
                 continue;
             }
             o.resolving = true;
@@ -923,7 +923,7 @@ impl Runner {
             .peers
             .iter()
             .filter(|p| {
-                self.origins[p.origin].cfg.kind == SourceKind::Pool
+                self.origins[p.origin].cfg.kind.replaces_bad_members()
                     && p.bad_polls >= POOL_REPLACE_POLLS
             })
             .map(|p| (p.id, p.sock.peer(), p.state))
