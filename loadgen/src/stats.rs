@@ -192,19 +192,8 @@ impl Stats {
     }
 }
 
-/// A kiss code as text (`RATE`), non-printable bytes escaped.
-pub fn kiss_text(code: [u8; 4]) -> String {
-    code.iter()
-        .take_while(|b| **b != 0)
-        .map(|&b| {
-            if b.is_ascii_graphic() {
-                (b as char).to_string()
-            } else {
-                format!("\\x{b:02x}")
-            }
-        })
-        .collect()
-}
+/// A kiss code as text (`RATE`), non-printable bytes escaped (meridian's own rendering).
+pub use meridian::proto::client::code_text as kiss_text;
 
 /// The percentiles every report shows.
 pub const PERCENTILES: [(&str, f64); 5] = [

@@ -126,6 +126,27 @@ pub fn write_pktinfo(info: &PktInfo, out: &mut [u8]) -> usize {
     total
 }
 
+impl RecvMeta {
+    /// The [`Arrival`](crate::datapath::Arrival) of a datagram from `src` received at `rx`,
+    /// with the destination and interface these control messages give.
+    pub fn arrival(
+        &self,
+        src: std::net::SocketAddr,
+        rx: crate::clock::RawStamp,
+    ) -> crate::datapath::Arrival {
+        let (dst, ifindex) = self.dst.map_or((None, 0), |d| {
+            let (a, i) = d.addr_and_ifindex();
+            (Some(a), i)
+        });
+        crate::datapath::Arrival {
+            src,
+            dst,
+            ifindex,
+            rx,
+        }
+    }
+}
+
 impl PktInfo {
     /// The destination address and the interface index.
     pub fn addr_and_ifindex(&self) -> (std::net::IpAddr, u32) {

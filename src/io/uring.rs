@@ -406,16 +406,7 @@ impl UringLoop {
             self.rx.push(bid);
             return Ok(());
         }
-        let (dst, ifindex) = meta.dst.map_or((None, 0), |d| {
-            let (a, i) = d.addr_and_ifindex();
-            (Some(a), i)
-        });
-        let arrival = Arrival {
-            src: src.expect("checked above"),
-            dst,
-            ifindex,
-            rx,
-        };
+        let arrival = meta.arrival(src.expect("checked above"), rx);
         let slot_id = *self.free.last().expect("checked above");
         let slot = &mut self.slots[slot_id as usize];
         let verdict = worker.on_datagram(

@@ -498,16 +498,7 @@ impl UdpWorker {
                     worker.on_refused(rx, reason);
                     continue;
                 }
-                let (dst, ifindex) = meta.dst.map_or((None, 0), |d| {
-                    let (a, i) = d.addr_and_ifindex();
-                    (Some(a), i)
-                });
-                let arrival = Arrival {
-                    src: src.expect("checked above"),
-                    dst,
-                    ifindex,
-                    rx,
-                };
+                let arrival = meta.arrival(src.expect("checked above"), rx);
                 let out = &mut self.tx.bufs[m][..MAX_REPLY_LEN];
                 let verdict = worker.on_datagram(
                     &arrival,
