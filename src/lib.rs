@@ -36,6 +36,7 @@ pub mod server;
 #[cfg_attr(linux_io, allow(unsafe_code))]
 #[allow(clippy::disallowed_methods)]
 pub mod sys;
+pub mod wire;
 
 #[cfg(test)]
 // So far only Linux-only tests can be skipped: unused in a portable build.
