@@ -234,7 +234,8 @@ fn datapath(c: &mut Criterion) {
 #[cfg(linux_io)]
 fn xdp_frame(c: &mut Criterion) {
     use meridian::clock::{RawStamp, TimestampQuality};
-    use meridian::io::xdp::frame::{answer_in_place, build_udp, AddrFilter, UdpFrameSpec};
+    use meridian::io::xdp::frame::{answer_in_place, AddrFilter};
+    use meridian::wire::{build_udp, UdpFrameSpec};
     use std::net::SocketAddr;
 
     let server: SocketAddr = "10.201.0.1:123".parse().expect("literal");

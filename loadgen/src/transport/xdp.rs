@@ -1,8 +1,9 @@
-//! Linux AF_XDP: the generator writes whole Ethernet/IP/UDP/NTP frames into the UMEM of one
-//! AF_XDP socket (meridian's `io::xdp::Xsk`) and sends them in batches through its TX ring;
-//! the replies are taken off the wire by an XDP program that matches the target's port as the
-//! UDP *source* port (`PortMatch::Source`) and redirects them to the same socket. No socket
-//! buffer, no per-datagram system call, no kernel UDP stack on either path.
+//! Linux AF_XDP: the generator writes whole Ethernet/IP/UDP/NTP frames (with
+//! `meridian::wire::build_udp`) into the UMEM of one AF_XDP socket (meridian's `io::xdp::Xsk`)
+//! and sends them in batches through its TX ring; the replies are taken off the wire by an XDP
+//! program that matches the target's port as the UDP *source* port (`PortMatch::Source`) and
+//! redirects them to the same socket. No socket buffer, no per-datagram system call, no kernel
+//! UDP stack on either path.
 //!
 //! * **Clients** are (source address, source port) pairs written into the frames: client `i`
 //!   sends from `--source-cidr`'s `i`-th address (or the interface's first address of the
@@ -46,9 +47,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use meridian::config::XdpMode;
-use meridian::io::xdp::frame::{build_udp, parse, UdpFrameSpec};
+use meridian::io::xdp::frame::parse;
 use meridian::io::xdp::netdev::{interface_addresses, rx_queue_count};
 use meridian::io::xdp::{PortMatch, ProgramConfig, RxMeta, XskBinding};
+use meridian::wire::{build_udp, UdpFrameSpec};
 
 use super::{Payload, RecvMeta, RecvOutcome, Transport};
 use crate::cli::{SourceRange, XdpModeArg, XdpSettings};

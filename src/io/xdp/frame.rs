@@ -1,7 +1,8 @@
 //! Ethernet/IP/UDP framing for the AF_XDP backend, without unsafe and without I/O: validate a
 //! received frame, decide whether it is for us, and turn it into its reply in place (MACs,
 //! addresses and ports swapped, lengths shrunk to the reply, IPv4 header and UDP checksums
-//! recomputed). The NTP payload itself is parsed and written by `proto`.
+//! recomputed). The headers are read and written through the views of [`crate::wire`]; this
+//! module is the policy on top of them. The NTP payload itself is parsed and written by `proto`.
 //!
 //! What is accepted (everything else is dropped and counted, never answered):
 //!
@@ -17,28 +18,25 @@
 //! * a source address that can be answered (not multicast, broadcast, unspecified or loopback)
 //!   and a destination the [`AddrFilter`] accepts.
 //!
+//! A frame shorter than a header's fixed part (Ethernet, the VLAN tag, IPv4, IPv6) is
+//! `too_short`, every other fault of the headers `malformed`; a group destination MAC, an
+//! unanswerable source and a destination that is not ours are `not_ours`.
+//!
 //! The reverse — putting a UDP datagram into a new frame, with both checksums — is
-//! [`build_udp`] (used by the load generator's AF_XDP transport), so there is one
+//! [`crate::wire::build_udp`] (used by the load generator's AF_XDP transport), so there is one
 //! implementation of the checksums for both directions.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use crate::clock::{ClockSnapshot, RawStamp};
 use crate::datapath::{Arrival, Verdict, Worker};
 use crate::proto::packet::field::RECEIVE_TS;
 use crate::proto::DropReason;
 use crate::sys;
+use crate::wire::ethernet::{self, ethertype};
+use crate::wire::udp::ChecksumState;
+use crate::wire::{ipv4, ipv6, protocol, udp};
 
-const ETH_HLEN: usize = 14;
-const VLAN_HLEN: usize = 4;
-const IPV4_HLEN: usize = 20;
-const IPV6_HLEN: usize = 40;
-const UDP_HLEN: usize = 8;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
-const IPPROTO_UDP: u8 = 17;
 /// TTL / hop limit of replies.
 const REPLY_TTL: u8 = 64;
 
@@ -100,53 +98,16 @@ pub struct Parsed {
 impl Parsed {
     /// The UDP payload's byte range in the frame.
     pub fn payload(&self) -> std::ops::Range<usize> {
-        self.udp + UDP_HLEN..self.udp + UDP_HLEN + self.payload_len
+        self.udp + udp::HEADER_LEN..self.udp + udp::HEADER_LEN + self.payload_len
     }
 }
 
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-fn put16(b: &mut [u8], at: usize, v: u16) {
-    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
-}
-
-/// One's-complement sum of `data` as big-endian 16-bit words, added to `sum` (not folded).
-pub fn sum_words(mut sum: u64, data: &[u8]) -> u64 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u64::from(u16::from_be_bytes([c[0], c[1]]));
+/// A header shorter than its fixed part is a short frame; any other fault is malformed.
+fn reason(e: crate::wire::Error) -> DropReason {
+    match e {
+        crate::wire::Error::Truncated => DropReason::TooShort,
+        crate::wire::Error::Malformed => DropReason::Malformed,
     }
-    if let [last] = chunks.remainder() {
-        sum += u64::from(*last) << 8;
-    }
-    sum
-}
-
-/// Folds a 64-bit one's-complement accumulator to 16 bits (end-around carry).
-pub fn fold(mut sum: u64) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
-
-/// The pseudo-header sum (not folded) for UDP over `src` → `dst` with UDP length `len`.
-fn pseudo_header_sum(src: IpAddr, dst: IpAddr, len: usize) -> u64 {
-    let mut sum = u64::from(IPPROTO_UDP) + len as u64;
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            sum = sum_words(sum, &s.octets());
-            sum = sum_words(sum, &d.octets());
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            sum = sum_words(sum, &s.octets());
-            sum = sum_words(sum, &d.octets());
-        }
-        _ => {}
-    }
-    sum
 }
 
 /// Whether a source address can be answered: replying to multicast, broadcast, unspecified or
@@ -160,110 +121,87 @@ fn answerable_source(ip: IpAddr) -> bool {
     }
 }
 
+/// The IP layer of a valid frame: the family, the IP header's length, the UDP datagram (the
+/// whole IP payload) and the addresses.
+struct Network<'a> {
+    ipv6: bool,
+    header_len: usize,
+    datagram: &'a [u8],
+    src: IpAddr,
+    dst: IpAddr,
+}
+
+fn parse_ipv4(net: &[u8]) -> Result<Network<'_>, DropReason> {
+    let ip = ipv4::Packet::new_checked(net).map_err(reason)?;
+    if ip.version() != 4
+        || ip.has_options()
+        || ip.is_fragment()
+        || ip.protocol() != protocol::UDP
+        || !ip.verify_checksum()
+    {
+        return Err(DropReason::Malformed);
+    }
+    Ok(Network {
+        ipv6: false,
+        header_len: ipv4::HEADER_LEN,
+        src: ip.src_addr().into(),
+        dst: ip.dst_addr().into(),
+        datagram: ip.into_payload(),
+    })
+}
+
+fn parse_ipv6(net: &[u8]) -> Result<Network<'_>, DropReason> {
+    let ip = ipv6::Packet::new_checked(net).map_err(reason)?;
+    // Extension headers are not walked: UDP must be the next header.
+    if ip.version() != 6 || ip.next_header() != protocol::UDP {
+        return Err(DropReason::Malformed);
+    }
+    Ok(Network {
+        ipv6: true,
+        header_len: ipv6::HEADER_LEN,
+        src: ip.src_addr().into(),
+        dst: ip.dst_addr().into(),
+        datagram: ip.into_payload(),
+    })
+}
+
 /// Validates the Ethernet, IP and UDP layers of `frame` (see the module docs).
 pub fn parse(frame: &[u8]) -> Result<Parsed, DropReason> {
-    if frame.len() < ETH_HLEN {
-        return Err(DropReason::TooShort);
-    }
-    if frame[0] & 1 != 0 {
+    let eth = ethernet::Frame::new_checked(frame).map_err(reason)?;
+    if eth.dst_addr().is_group() {
         // Broadcast or multicast destination MAC: not a unicast request to us.
         return Err(DropReason::NotOurs);
     }
-    let mut l3 = ETH_HLEN;
-    let mut ethertype = be16(frame, 12);
-    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
-        if frame.len() < ETH_HLEN + VLAN_HLEN {
-            return Err(DropReason::TooShort);
-        }
-        ethertype = be16(frame, 16);
-        l3 += VLAN_HLEN;
-    }
-    let (ipv6, udp, udp_len, src_ip, dst_ip) = match ethertype {
-        ETH_P_IP => {
-            let ip = frame.get(l3..l3 + IPV4_HLEN).ok_or(DropReason::TooShort)?;
-            if ip[0] >> 4 != 4 {
-                return Err(DropReason::Malformed);
-            }
-            if ip[0] & 0x0f != 5 {
-                return Err(DropReason::Malformed); // IP options (or a bogus IHL)
-            }
-            if be16(ip, 6) & 0x3fff != 0 {
-                return Err(DropReason::Malformed); // a fragment (MF or an offset)
-            }
-            if ip[9] != IPPROTO_UDP {
-                return Err(DropReason::Malformed);
-            }
-            if fold(sum_words(0, ip)) != 0xffff {
-                return Err(DropReason::Malformed); // header checksum
-            }
-            let total = be16(ip, 2) as usize;
-            if total < IPV4_HLEN + UDP_HLEN || l3 + total > frame.len() {
-                return Err(DropReason::Malformed);
-            }
-            let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-            let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-            (
-                false,
-                l3 + IPV4_HLEN,
-                total - IPV4_HLEN,
-                IpAddr::V4(src),
-                IpAddr::V4(dst),
-            )
-        }
-        ETH_P_IPV6 => {
-            let ip = frame.get(l3..l3 + IPV6_HLEN).ok_or(DropReason::TooShort)?;
-            if ip[0] >> 4 != 6 || ip[6] != IPPROTO_UDP {
-                return Err(DropReason::Malformed); // wrong version or extension headers
-            }
-            let payload = be16(ip, 4) as usize;
-            if payload < UDP_HLEN || l3 + IPV6_HLEN + payload > frame.len() {
-                return Err(DropReason::Malformed);
-            }
-            let mut s = [0u8; 16];
-            s.copy_from_slice(&ip[8..24]);
-            let mut d = [0u8; 16];
-            d.copy_from_slice(&ip[24..40]);
-            (
-                true,
-                l3 + IPV6_HLEN,
-                payload,
-                IpAddr::V6(Ipv6Addr::from(s)),
-                IpAddr::V6(Ipv6Addr::from(d)),
-            )
-        }
+    let link = eth.untag().map_err(reason)?;
+    let net = frame.get(link.header_len..).unwrap_or_default();
+    let n = match link.ethertype {
+        ethertype::IPV4 => parse_ipv4(net)?,
+        ethertype::IPV6 => parse_ipv6(net)?,
         _ => return Err(DropReason::Malformed),
     };
-    let datagram = &frame[udp..udp + udp_len];
-    if be16(datagram, 4) as usize != udp_len {
-        return Err(DropReason::Malformed); // UDP length disagrees with the IP length
-    }
-    let sport = be16(datagram, 0);
-    let dport = be16(datagram, 2);
-    if sport == 0 {
+    // Inside a complete IP packet, a datagram shorter than its header is malformed too; its
+    // length must be exactly the IP payload's.
+    let u = udp::Packet::new_checked(n.datagram).map_err(|_| DropReason::Malformed)?;
+    if usize::from(u.len()) != n.datagram.len() || u.src_port() == 0 {
         return Err(DropReason::Malformed);
     }
-    let check = be16(datagram, 6);
-    if check == 0 {
-        if ipv6 {
-            return Err(DropReason::Malformed); // mandatory over IPv6 (RFC 8200 §8.1)
-        }
-    } else {
-        let pseudo = pseudo_header_sum(src_ip, dst_ip, udp_len);
-        let full = fold(sum_words(pseudo, datagram));
-        if full != 0xffff && check != fold(pseudo) {
-            return Err(DropReason::Malformed);
-        }
+    match u.checksum_state(n.src, n.dst) {
+        ChecksumState::Valid | ChecksumState::PseudoHeaderOnly => {}
+        // Mandatory over IPv6 (RFC 8200 §8.1).
+        ChecksumState::Absent if !n.ipv6 => {}
+        ChecksumState::Absent | ChecksumState::Invalid => return Err(DropReason::Malformed),
     }
-    if !answerable_source(src_ip) {
+    if !answerable_source(n.src) {
         return Err(DropReason::NotOurs);
     }
+    let l3 = link.header_len;
     Ok(Parsed {
         l3,
-        ipv6,
-        udp,
-        payload_len: udp_len - UDP_HLEN,
-        src: SocketAddr::new(src_ip, sport),
-        dst: SocketAddr::new(dst_ip, dport),
+        ipv6: n.ipv6,
+        udp: l3 + n.header_len,
+        payload_len: n.datagram.len() - udp::HEADER_LEN,
+        src: SocketAddr::new(n.src, u.src_port()),
+        dst: SocketAddr::new(n.dst, u.dst_port()),
     })
 }
 
@@ -272,134 +210,31 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, DropReason> {
 /// Returns the reply frame's length.
 pub fn finish_reply(frame: &mut [u8], p: &Parsed, reply_len: usize) -> usize {
     debug_assert!(reply_len <= p.payload_len);
-    let udp_len = UDP_HLEN + reply_len;
+    let udp_len = udp::HEADER_LEN + reply_len;
     // Ethernet: back to the sender (a VLAN tag stays as it is).
-    let mut mac = [0u8; 6];
-    mac.copy_from_slice(&frame[0..6]);
-    frame.copy_within(6..12, 0);
-    frame[6..12].copy_from_slice(&mac);
-    let l3 = p.l3;
+    ethernet::Frame::new_unchecked(&mut *frame).swap_addresses();
+    let net = frame.get_mut(p.l3..).unwrap_or_default();
     if p.ipv6 {
-        let ip = &mut frame[l3..l3 + IPV6_HLEN];
-        let mut a = [0u8; 16];
-        a.copy_from_slice(&ip[8..24]);
-        ip.copy_within(24..40, 8);
-        ip[24..40].copy_from_slice(&a);
-        put16(ip, 4, udp_len as u16);
-        ip[7] = REPLY_TTL;
+        let mut ip = ipv6::Packet::new_unchecked(net);
+        ip.swap_addresses();
+        ip.set_payload_len(udp_len as u16);
+        ip.set_hop_limit(REPLY_TTL);
     } else {
-        let ip = &mut frame[l3..l3 + IPV4_HLEN];
-        let mut a = [0u8; 4];
-        a.copy_from_slice(&ip[12..16]);
-        ip.copy_within(16..20, 12);
-        ip[16..20].copy_from_slice(&a);
-        put16(ip, 2, (IPV4_HLEN + udp_len) as u16);
-        put16(ip, 6, 0x4000); // DF, offset 0
-        ip[8] = REPLY_TTL;
-        put16(ip, 10, 0);
-        let c = !fold(sum_words(0, ip));
-        put16(ip, 10, c);
+        let mut ip = ipv4::Packet::new_unchecked(net);
+        ip.swap_addresses();
+        ip.set_total_len((ipv4::HEADER_LEN + udp_len) as u16);
+        ip.set_frag(true, false, 0);
+        ip.set_ttl(REPLY_TTL);
+        ip.fill_checksum();
     }
-    let u = p.udp;
-    let (sport, dport) = (p.src.port(), p.dst.port());
-    put16(frame, u, dport);
-    put16(frame, u + 2, sport);
-    put16(frame, u + 4, udp_len as u16);
-    put16(frame, u + 6, 0);
+    let datagram = frame.get_mut(p.udp..p.udp + udp_len).unwrap_or_default();
+    let mut u = udp::Packet::new_unchecked(datagram);
+    u.set_src_port(p.dst.port());
+    u.set_dst_port(p.src.port());
+    u.set_len(udp_len as u16);
     // The reply goes from the request's destination to its source.
-    let pseudo = pseudo_header_sum(p.dst.ip(), p.src.ip(), udp_len);
-    let mut c = !fold(sum_words(pseudo, &frame[u..u + udp_len]));
-    if c == 0 {
-        c = 0xffff; // 0 means "no checksum" on the wire
-    }
-    put16(frame, u + 6, c);
-    u + udp_len
-}
-
-/// The addresses of a UDP datagram to frame with [`build_udp`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UdpFrameSpec {
-    /// Ethernet source (the sending interface's MAC).
-    pub src_mac: [u8; 6],
-    /// Ethernet destination (the next hop's MAC, from the neighbour table).
-    pub dst_mac: [u8; 6],
-    /// IP source address and UDP source port.
-    pub src: SocketAddr,
-    /// IP destination address and UDP destination port (same family as `src`).
-    pub dst: SocketAddr,
-}
-
-impl UdpFrameSpec {
-    /// Length of the Ethernet, IP and UDP headers in front of the payload.
-    pub fn header_len(&self) -> usize {
-        ETH_HLEN
-            + if self.src.is_ipv6() {
-                IPV6_HLEN
-            } else {
-                IPV4_HLEN
-            }
-            + UDP_HLEN
-    }
-}
-
-/// Writes an Ethernet II frame (no VLAN tag) carrying `payload` in a UDP datagram as `spec`
-/// says into the start of `buf`: IPv4 without options, DF set, identification 0, TTL 64,
-/// header checksum; or IPv6 with hop limit 64, flow label 0. The UDP checksum is always
-/// computed (0 is sent as 0xffff). Returns the frame's length, or `None` when `buf` is too
-/// short, the families of `src` and `dst` differ, or the datagram would exceed 65535 bytes.
-pub fn build_udp(buf: &mut [u8], spec: &UdpFrameSpec, payload: &[u8]) -> Option<usize> {
-    let udp_len = UDP_HLEN + payload.len();
-    let len = spec.header_len() + payload.len();
-    if udp_len > usize::from(u16::MAX) - IPV4_HLEN || buf.len() < len {
-        return None;
-    }
-    let frame = &mut buf[..len];
-    frame[0..6].copy_from_slice(&spec.dst_mac);
-    frame[6..12].copy_from_slice(&spec.src_mac);
-    let l3 = ETH_HLEN;
-    let udp = match (spec.src.ip(), spec.dst.ip()) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            put16(frame, 12, ETH_P_IP);
-            let ip = &mut frame[l3..l3 + IPV4_HLEN];
-            ip[0] = 0x45;
-            ip[1] = 0;
-            put16(ip, 2, (IPV4_HLEN + udp_len) as u16);
-            put16(ip, 4, 0); // identification: unused with DF
-            put16(ip, 6, 0x4000); // DF, offset 0
-            ip[8] = REPLY_TTL;
-            ip[9] = IPPROTO_UDP;
-            put16(ip, 10, 0);
-            ip[12..16].copy_from_slice(&s.octets());
-            ip[16..20].copy_from_slice(&d.octets());
-            let c = !fold(sum_words(0, ip));
-            put16(ip, 10, c);
-            l3 + IPV4_HLEN
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            put16(frame, 12, ETH_P_IPV6);
-            let ip = &mut frame[l3..l3 + IPV6_HLEN];
-            ip[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
-            put16(ip, 4, udp_len as u16);
-            ip[6] = IPPROTO_UDP;
-            ip[7] = REPLY_TTL;
-            ip[8..24].copy_from_slice(&s.octets());
-            ip[24..40].copy_from_slice(&d.octets());
-            l3 + IPV6_HLEN
-        }
-        _ => return None,
-    };
-    put16(frame, udp, spec.src.port());
-    put16(frame, udp + 2, spec.dst.port());
-    put16(frame, udp + 4, udp_len as u16);
-    put16(frame, udp + 6, 0);
-    frame[udp + UDP_HLEN..].copy_from_slice(payload);
-    let pseudo = pseudo_header_sum(spec.src.ip(), spec.dst.ip(), udp_len);
-    let mut c = !fold(sum_words(pseudo, &frame[udp..]));
-    if c == 0 {
-        c = 0xffff; // 0 means "no checksum" on the wire
-    }
-    put16(frame, udp + 6, c);
-    Some(len)
+    u.fill_checksum(p.dst.ip(), p.src.ip());
+    p.udp + udp_len
 }
 
 /// What [`answer_in_place`] did with an answered frame.
@@ -440,7 +275,10 @@ pub fn answer_in_place(
         ifindex: 0,
         rx,
     };
-    let payload = &mut frame[parsed.payload()];
+    let Some(payload) = frame.get_mut(parsed.payload()) else {
+        worker.on_refused(rx, DropReason::Malformed); // not reached: `parse` checked the lengths
+        return None;
+    };
     let len = payload.len();
     // In place: the reply is never longer than the request, so it fits the payload.
     let Verdict::Reply { len: reply_len } =
@@ -448,12 +286,14 @@ pub fn answer_in_place(
     else {
         return None;
     };
-    let mut key = [0u8; 8];
-    key.copy_from_slice(&payload[RECEIVE_TS]);
+    let key = payload
+        .get(RECEIVE_TS)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_be_bytes);
     let len = finish_reply(frame, &parsed, reply_len);
     Some(Answered {
         len,
-        key: u64::from_be_bytes(key),
+        key,
         client: parsed.src.ip(),
     })
 }
@@ -464,6 +304,31 @@ mod tests {
     use crate::clock::TimestampQuality;
     use crate::datapath::counters::Counter;
     use crate::proto::UnixNanos;
+    use crate::wire::checksum::{self, fold, sum_words};
+    use crate::wire::{build_udp, UdpFrameSpec};
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    const ETH_HLEN: usize = ethernet::HEADER_LEN;
+    const IPV4_HLEN: usize = ipv4::HEADER_LEN;
+    const IPV6_HLEN: usize = ipv6::HEADER_LEN;
+    const UDP_HLEN: usize = udp::HEADER_LEN;
+    const ETH_P_IP: u16 = ethertype::IPV4;
+    const ETH_P_IPV6: u16 = ethertype::IPV6;
+    const ETH_P_8021Q: u16 = ethertype::VLAN;
+    const IPPROTO_UDP: u8 = protocol::UDP;
+
+    fn be16(b: &[u8], at: usize) -> u16 {
+        u16::from_be_bytes([b[at], b[at + 1]])
+    }
+
+    fn put16(b: &mut [u8], at: usize, v: u16) {
+        b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+    }
+
+    /// The UDP pseudo-header's sum (not folded).
+    fn pseudo_header_sum(src: IpAddr, dst: IpAddr, len: usize) -> u64 {
+        checksum::pseudo_header(src, dst, protocol::UDP, len)
+    }
 
     const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xc1];
     const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x51];
@@ -475,17 +340,15 @@ mod tests {
         p
     }
 
-    /// A UDP datagram with a correct checksum (or `check` when given).
+    /// A UDP datagram with a correct checksum.
     fn udp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-        let len = UDP_HLEN + payload.len();
-        let mut u = Vec::new();
-        u.extend_from_slice(&sport.to_be_bytes());
-        u.extend_from_slice(&dport.to_be_bytes());
-        u.extend_from_slice(&(len as u16).to_be_bytes());
-        u.extend_from_slice(&[0, 0]);
-        u.extend_from_slice(payload);
-        let c = !fold(sum_words(pseudo_header_sum(src, dst, len), &u));
-        put16(&mut u, 6, if c == 0 { 0xffff } else { c });
+        let mut u = vec![0u8; UDP_HLEN + payload.len()];
+        let mut d = udp::Packet::new_unchecked(&mut u[..]);
+        d.set_src_port(sport);
+        d.set_dst_port(dport);
+        d.set_len((UDP_HLEN + payload.len()) as u16);
+        d.payload_mut().copy_from_slice(payload);
+        d.fill_checksum(src, dst);
         u
     }
 
@@ -513,8 +376,7 @@ mod tests {
         h.extend_from_slice(&src.octets());
         h.extend_from_slice(&dst.octets());
         h.extend_from_slice(options);
-        let c = !fold(sum_words(0, &h));
-        put16(&mut h, 10, c);
+        ipv4::Packet::new_unchecked(&mut h[..]).fill_checksum();
         h.extend_from_slice(payload);
         h
     }
@@ -728,12 +590,7 @@ mod tests {
         // IP total length beyond the frame.
         let mut f = good4.clone();
         put16(&mut f, ETH_HLEN + 2, 200);
-        let c = {
-            let ip = &mut f[ETH_HLEN..ETH_HLEN + IPV4_HLEN];
-            put16(ip, 10, 0);
-            !fold(sum_words(0, ip))
-        };
-        put16(&mut f, ETH_HLEN + 10, c);
+        ipv4::Packet::new_unchecked(&mut f[ETH_HLEN..]).fill_checksum();
         assert_eq!(dropped(f), DropReason::Malformed);
         // UDP length disagreeing with the IP length, both ways, both families.
         for (good, u) in [(&good4, u4), (&good6, u6)] {
