@@ -12,14 +12,18 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// odd last byte is padded with a zero byte. `sum` below 2^32 and `data` below 16 GiB cannot
 /// overflow the accumulator.
 pub fn sum_words(mut sum: u64, data: &[u8]) -> u64 {
-    let mut chunks = data.chunks_exact(2);
+    // Four bytes at a time: a big-endian 32-bit word is two 16-bit words, and 2^16 ≡ 1 in
+    // one's-complement arithmetic, so adding it whole adds both ([`fold`] takes the carries).
+    let mut chunks = data.chunks_exact(4);
     for c in &mut chunks {
-        sum += u64::from(u16::from_be_bytes([c[0], c[1]]));
+        sum += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
     }
-    if let [last] = chunks.remainder() {
-        sum += u64::from(*last) << 8;
+    match *chunks.remainder() {
+        [a, b, c] => sum + u64::from(u16::from_be_bytes([a, b])) + (u64::from(c) << 8),
+        [a, b] => sum + u64::from(u16::from_be_bytes([a, b])),
+        [a] => sum + (u64::from(a) << 8),
+        _ => sum,
     }
-    sum
 }
 
 /// Folds a one's-complement accumulator to 16 bits (end-around carry).

@@ -154,16 +154,24 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// Whether the header checksum is right (the header sums to 0xffff).
     pub fn verify_checksum(&self) -> bool {
-        checksum::fold(self.header_sum()) == 0xffff
+        checksum::fold(self.header_sum() + u64::from(self.checksum())) == 0xffff
     }
 
-    /// The header's sum (not folded): the fixed part, then the options.
+    /// The header's sum without its checksum field (not folded). The fixed part is added field
+    /// by field, each read at the size it is written (a field just set is read back from the
+    /// store that set it, rather than stalling a wider load); the options in bulk.
     fn header_sum(&self) -> u64 {
         let b = self.buffer.as_ref();
-        match b.get(..HEADER_LEN) {
-            Some(fixed) => checksum::sum_words(checksum::sum_words(0, fixed), self.options()),
-            None => checksum::sum_words(0, b),
-        }
+        let word = |hi: usize, lo: usize| u64::from(get_u8(b, hi)) << 8 | u64::from(get_u8(b, lo));
+        let addr = |r| u64::from(get_bytes(b, r).map_or(0, u32::from_be_bytes));
+        let fixed = word(field::VER_IHL, field::DSCP_ECN)
+            + u64::from(self.total_len())
+            + u64::from(self.ident())
+            + u64::from(self.flags_offset())
+            + word(field::TTL, field::PROTOCOL)
+            + addr(field::SRC_ADDR)
+            + addr(field::DST_ADDR);
+        checksum::sum_words(fixed, self.options())
     }
 
     /// The payload: from the end of the header to the total length (so Ethernet padding is not
@@ -245,7 +253,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
     /// Computes the header checksum (over the options too) and writes it.
     pub fn fill_checksum(&mut self) {
-        self.set_checksum(0);
         let c = !checksum::fold(self.header_sum());
         self.set_checksum(c);
     }

@@ -105,15 +105,28 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if field == 0 {
             return ChecksumState::Absent;
         }
-        let datagram = self.datagram();
-        let pseudo = checksum::pseudo_header(src, dst, protocol::UDP, datagram.len());
-        if checksum::fold(checksum::sum_words(pseudo, datagram)) == 0xffff {
+        let pseudo = self.pseudo_header(src, dst);
+        if checksum::fold(self.sum_without_checksum(pseudo) + u64::from(field)) == 0xffff {
             ChecksumState::Valid
         } else if field == checksum::fold(pseudo) {
             ChecksumState::PseudoHeaderOnly
         } else {
             ChecksumState::Invalid
         }
+    }
+
+    /// The pseudo-header's sum for this datagram's length.
+    fn pseudo_header(&self, src: IpAddr, dst: IpAddr) -> u64 {
+        checksum::pseudo_header(src, dst, protocol::UDP, self.datagram().len())
+    }
+
+    /// `pseudo` plus the datagram's sum without its checksum field (not folded): the header
+    /// field by field, each read at the size it is written (a field just set is read back from
+    /// the store that set it, rather than stalling a wider load), the payload in bulk.
+    fn sum_without_checksum(&self, pseudo: u64) -> u64 {
+        let header =
+            u64::from(self.src_port()) + u64::from(self.dst_port()) + u64::from(self.len());
+        checksum::sum_words(pseudo + header, self.payload())
     }
 
     /// Whether the checksum is present and right.
@@ -155,10 +168,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Computes the checksum of the datagram (as long as its length field) from `src` to `dst`
     /// and writes it; a computed 0 is sent as 0xffff (0 means "none").
     pub fn fill_checksum(&mut self, src: IpAddr, dst: IpAddr) {
-        self.set_checksum(0);
-        let datagram = self.datagram();
-        let pseudo = checksum::pseudo_header(src, dst, protocol::UDP, datagram.len());
-        let c = match !checksum::fold(checksum::sum_words(pseudo, datagram)) {
+        let pseudo = self.pseudo_header(src, dst);
+        let c = match !checksum::fold(self.sum_without_checksum(pseudo)) {
             0 => 0xffff,
             c => c,
         };
