@@ -37,19 +37,3 @@ pub mod server;
 #[allow(clippy::disallowed_methods)]
 pub mod sys;
 pub mod wire;
-
-#[cfg(test)]
-// So far only Linux-only tests can be skipped: unused in a portable build.
-#[cfg_attr(not(linux_io), allow(dead_code))]
-pub(crate) mod test_support {
-    /// Says why a test or part of one does not run here. With `MERIDIAN_REQUIRE_ALL=1` (set by
-    /// `.ci/run`, where everything is installed) a skip is a failure instead.
-    pub fn skip_notice(reason: &str) {
-        let required = std::env::var_os("MERIDIAN_REQUIRE_ALL").is_some_and(|v| v == "1");
-        assert!(
-            !required,
-            "MERIDIAN_REQUIRE_ALL=1, but this would be skipped: {reason}"
-        );
-        eprintln!("SKIP: {reason}");
-    }
-}

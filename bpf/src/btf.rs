@@ -242,12 +242,7 @@ mod tests {
     #[test]
     fn finds_rx_timestamp_kfunc_in_running_kernel() {
         let Ok(data) = std::fs::read(VMLINUX_BTF) else {
-            let required = std::env::var_os("MERIDIAN_REQUIRE_ALL").is_some_and(|v| v == "1");
-            assert!(
-                !required,
-                "MERIDIAN_REQUIRE_ALL=1, but {VMLINUX_BTF} is not readable"
-            );
-            eprintln!("SKIP: {VMLINUX_BTF} is not readable on this machine");
+            meridian_testkit::skip_notice(&format!("{VMLINUX_BTF} is not readable here"));
             return;
         };
         let btf = Btf::parse(&data).expect("vmlinux BTF parses");

@@ -625,7 +625,7 @@ mod tests {
     #[test]
     fn transmit_timestamp_through_the_error_queue() {
         if let Err(why) = probe() {
-            crate::test_support::skip_notice(&format!("io_uring unavailable: {why}"));
+            meridian_testkit::skip_notice(&format!("io_uring unavailable: {why}"));
             return;
         }
         use socket2::{Domain, Socket, Type};

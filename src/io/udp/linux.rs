@@ -666,7 +666,7 @@ mod tests {
         for (server, client) in [("127.0.0.1:0", "127.0.0.1:0"), ("[::1]:0", "[::1]:0")] {
             let server: SocketAddr = server.parse().unwrap();
             let Ok(sockets) = bind_workers(&[server], 2) else {
-                crate::test_support::skip_notice(&format!("cannot bind {server} here"));
+                meridian_testkit::skip_notice(&format!("cannot bind {server} here"));
                 continue;
             };
             let target = sockets.bound[0];
