@@ -54,6 +54,8 @@ pub struct UdpWorker {
     listeners: Vec<Listener>,
     rx: Batch<RX_BUF, RX_CTRL>,
     tx: Batch<TX_BUF, TX_CTRL>,
+    /// The source address of each datagram of the current batch, read once.
+    srcs: Vec<Option<SocketAddr>>,
 }
 
 /// Opens one SO_REUSEPORT socket per worker and address.
@@ -69,6 +71,7 @@ pub fn open(listen: &[SocketAddr], workers: usize, batch: usize) -> Result<Opene
                 listeners,
                 rx: Batch::with_capacity(batch),
                 tx: Batch::with_capacity(batch),
+                srcs: Vec::with_capacity(batch),
             }) as Box<dyn WorkerIo>
         })
         .collect();
@@ -455,17 +458,16 @@ impl UdpWorker {
                 quality: TimestampQuality::User,
             };
             let snap = ctx.clock.load();
-            // The client records of the whole batch, fetched before any is needed: their tags
-            // first, then the records the tags point at.
-            for i in 0..n {
-                if let Some(src) = cmsg::sockaddr(self.rx.name_bytes(i)) {
-                    worker.prefetch(src.ip());
-                }
+            // Each source address read once; the client records of the whole batch fetched
+            // before any is needed: their tags first, then the records the tags point at.
+            self.srcs.clear();
+            self.srcs
+                .extend((0..n).map(|i| cmsg::sockaddr(self.rx.name_bytes(i))));
+            for src in self.srcs.iter().flatten() {
+                worker.prefetch(src.ip());
             }
-            for i in 0..n {
-                if let Some(src) = cmsg::sockaddr(self.rx.name_bytes(i)) {
-                    worker.prefetch_record(src.ip());
-                }
+            for src in self.srcs.iter().flatten() {
+                worker.prefetch_record(src.ip());
             }
             let mut m = 0;
             for i in 0..n {
@@ -478,17 +480,7 @@ impl UdpWorker {
                     .filter(|_| stamping <= TimestampQuality::Kernel)
                     .map(|raw| (raw, TimestampQuality::Kernel));
                 let rx = Arrival::stamp(kernel, user);
-                let name_len =
-                    (h.msg_hdr.msg_namelen as usize).min(size_of::<libc::sockaddr_storage>());
-                // SAFETY: `names[i]` is a plain-data sockaddr_storage the kernel filled; viewing
-                // its first `name_len` (≤ its size) bytes as a byte slice is always valid.
-                let name = unsafe {
-                    std::slice::from_raw_parts(
-                        (&self.rx.names[i] as *const libc::sockaddr_storage).cast::<u8>(),
-                        name_len,
-                    )
-                };
-                let src = cmsg::sockaddr(name);
+                let src = self.srcs[i];
                 if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || src.is_none() {
                     let reason = if src.is_none() {
                         DropReason::Malformed
