@@ -196,6 +196,14 @@ impl Config {
                     .to_owned(),
             );
         }
+        if self.clients.max == 0 && self.server.interleaved {
+            warnings.add(
+                "clients.max",
+                "0 also turns interleaved mode off (it keeps its state in the client table); \
+                 set server.interleaved = false to say so"
+                    .to_owned(),
+            );
+        }
     }
 }
 
@@ -325,6 +333,17 @@ mod tests {
             w,
             ["server.interface: no interface \"eth9\" on this host: auto will not use xdp"]
         );
+        // No client table: no interleaved mode either, said unless asked for.
+        let (_, w) = check("[clients]\nmax = 0\n");
+        assert_eq!(
+            w,
+            [
+                "clients.max: 0 also turns interleaved mode off (it keeps its state in the client \
+              table); set server.interleaved = false to say so"
+            ]
+        );
+        let (_, w) = check("[server]\ninterleaved = false\n[clients]\nmax = 0\n");
+        assert!(w.is_empty(), "{w:?}");
         // The defaults raise nothing.
         let (e, w) = check("");
         assert!(e.is_empty() && w.is_empty(), "{e:?} {w:?}");

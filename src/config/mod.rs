@@ -518,6 +518,7 @@ level = "meridian=trace,warn"
             "interface =",
             "xdp-mode =",
             "queues =",
+            "interleaved =",
             "local-stratum =",
             "mode =",
             "step-threshold =",
@@ -571,7 +572,7 @@ level = "meridian=trace,warn"
                 "[server]\nlistn = [\"0.0.0.0:123\"]\n",
                 "meridian.toml:2:1: unknown field `listn` in [server], expected one of \
                  `listen`, `workers`, `cores`, `backend`, `batch-size`, `interface`, `xdp-mode`, \
-                 `queues`"
+                 `queues`, `interleaved`"
                     .to_owned(),
             ),
             (

@@ -23,7 +23,7 @@ impl Changes {
     pub fn between(running: &Config, reloaded: &Config) -> Changes {
         let (a, b) = (&running.server, &reloaded.server);
         let (c, d) = (&running.clock, &reloaded.clock);
-        let keys: [(&'static str, bool); 19] = [
+        let keys: [(&'static str, bool); 20] = [
             ("server.listen", a.listen != b.listen),
             ("server.workers", a.workers != b.workers),
             ("server.cores", a.cores != b.cores),
@@ -32,6 +32,7 @@ impl Changes {
             ("server.interface", a.interface != b.interface),
             ("server.xdp-mode", a.xdp_mode != b.xdp_mode),
             ("server.queues", a.queues != b.queues),
+            ("server.interleaved", a.interleaved != b.interleaved),
             ("clock.local-stratum", c.local_stratum != d.local_stratum),
             ("clock.mode", c.mode != d.mode),
             ("clock.step-threshold", c.step_threshold != d.step_threshold),

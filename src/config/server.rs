@@ -28,6 +28,9 @@ pub struct ServerConfig {
     pub xdp_mode: XdpMode,
     /// RX queues served on each interface; empty = all of them.
     pub queues: Vec<u32>,
+    /// Answer interleaved requests in interleaved mode (RFC 9769), carrying the true transmit
+    /// time of the client's previous reply. Needs the client table (`[clients] max > 0`).
+    pub interleaved: bool,
 }
 
 impl Default for ServerConfig {
@@ -44,6 +47,7 @@ impl Default for ServerConfig {
             interface: Vec::new(),
             xdp_mode: XdpMode::Auto,
             queues: Vec::new(),
+            interleaved: true,
         }
     }
 }

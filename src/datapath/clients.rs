@@ -66,6 +66,13 @@ const EMPTY: Record = Record {
     tx_sent: 0,
 };
 
+impl Default for Record {
+    /// A free record.
+    fn default() -> Record {
+        EMPTY
+    }
+}
+
 impl Record {
     /// The client's address.
     pub fn addr(&self) -> IpAddr {
@@ -99,6 +106,11 @@ impl Record {
 pub struct Slot(u32);
 
 impl Slot {
+    /// The slot at `index` (as [`Slot::index`] gave it).
+    pub(crate) fn from_index(index: u32) -> Slot {
+        Slot(index)
+    }
+
     /// The slot's index, e.g. to carry in a transmit-timestamp token.
     pub fn index(self) -> u32 {
         self.0
@@ -284,6 +296,18 @@ impl ClientTable {
         let key = key_of(ip);
         let i = slot.0 as usize;
         if self.tags.get(i).is_some_and(|&t| t != 0) && self.records[i].addr == key {
+            Some(&mut self.records[i])
+        } else {
+            None
+        }
+    }
+
+    /// The record in use at `slot`, whoever it belongs to now (the caller checks it is still
+    /// the one it wants, e.g. by a timestamp it holds).
+    #[inline]
+    pub fn slot_mut(&mut self, slot: Slot) -> Option<&mut Record> {
+        let i = slot.0 as usize;
+        if self.tags.get(i).is_some_and(|&t| t != 0) {
             Some(&mut self.records[i])
         } else {
             None

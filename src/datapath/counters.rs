@@ -35,16 +35,27 @@ pub enum Counter {
     ClientsAdded,
     /// Client-table records given to a new client while still in use (the table is full).
     ClientsEvicted,
+    /// Replies sent in interleaved mode (RFC 9769: carrying the true transmit time of the
+    /// client's previous reply); the rest of `answered` went in basic mode.
+    Interleaved,
+    /// Transmit timestamps the backend reported that replaced a reply's estimate.
+    TxStamped,
+    /// Transmit timestamps that came too late (the client's record holds a newer reply, or
+    /// belongs to another client now) or were no better than the estimate.
+    TxStampsUnused,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 5] = [
+    pub const ALL: [Counter; 8] = [
         Counter::Received,
         Counter::Answered,
         Counter::RxBuffersExhausted,
         Counter::ClientsAdded,
         Counter::ClientsEvicted,
+        Counter::Interleaved,
+        Counter::TxStamped,
+        Counter::TxStampsUnused,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -56,6 +67,9 @@ impl Counter {
             Counter::RxBuffersExhausted => "rx_buffers_exhausted",
             Counter::ClientsAdded => "clients_added",
             Counter::ClientsEvicted => "clients_evicted",
+            Counter::Interleaved => "interleaved",
+            Counter::TxStamped => "tx_stamped",
+            Counter::TxStampsUnused => "tx_stamps_unused",
         }
     }
 }
@@ -66,6 +80,7 @@ pub struct WorkerCounters {
     events: [AtomicU64; Counter::COUNT],
     dropped: [AtomicU64; DropReason::COUNT],
     rx_stamps: [AtomicU64; QUALITIES.len()],
+    tx_stamps: [AtomicU64; QUALITIES.len()],
 }
 
 /// A worker's counters, padded to their own cache lines.
@@ -77,6 +92,9 @@ pub struct Tally {
     pub events: [u64; Counter::COUNT],
     pub dropped: [u64; DropReason::COUNT],
     pub rx_stamps: [u64; QUALITIES.len()],
+    /// Replies by the quality of the transmit time they carried (basic replies: the estimate
+    /// read in user space; interleaved: the earlier reply's stamp).
+    pub tx_stamps: [u64; QUALITIES.len()],
 }
 
 impl Tally {
@@ -100,6 +118,12 @@ impl Tally {
         self.rx_stamps[q as usize] += 1;
     }
 
+    /// A reply went out carrying a transmit time of quality `q`.
+    #[inline]
+    pub fn tx_stamp(&mut self, q: TimestampQuality) {
+        self.tx_stamps[q as usize] += 1;
+    }
+
     /// A reply counted as answered that the kernel would not take: it moves to the
     /// `send_failed` drops.
     #[inline]
@@ -115,7 +139,8 @@ impl Tally {
             .iter_mut()
             .zip(other.events)
             .chain(self.dropped.iter_mut().zip(other.dropped))
-            .chain(self.rx_stamps.iter_mut().zip(other.rx_stamps));
+            .chain(self.rx_stamps.iter_mut().zip(other.rx_stamps))
+            .chain(self.tx_stamps.iter_mut().zip(other.tx_stamps));
         for (a, b) in pairs {
             *a += b;
         }
@@ -136,7 +161,8 @@ impl WorkerCounters {
             .iter()
             .zip(t.events)
             .chain(self.dropped.iter().zip(t.dropped))
-            .chain(self.rx_stamps.iter().zip(t.rx_stamps));
+            .chain(self.rx_stamps.iter().zip(t.rx_stamps))
+            .chain(self.tx_stamps.iter().zip(t.tx_stamps));
         for (c, v) in pairs {
             if v != 0 {
                 c.fetch_add(v, Relaxed);
@@ -152,6 +178,7 @@ impl WorkerCounters {
             events: self.events.each_ref().map(load),
             dropped: self.dropped.each_ref().map(load),
             rx_stamps: self.rx_stamps.each_ref().map(load),
+            tx_stamps: self.tx_stamps.each_ref().map(load),
         }
     }
 }
@@ -165,6 +192,8 @@ pub struct CounterReport {
     pub dropped_total: u64,
     pub dropped: BTreeMap<&'static str, u64>,
     pub rx_timestamps: BTreeMap<&'static str, u64>,
+    /// Replies by the quality of the transmit time they carried.
+    pub tx_timestamps: BTreeMap<&'static str, u64>,
 }
 
 impl CounterReport {
@@ -186,12 +215,17 @@ impl From<&Tally> for CounterReport {
                 .iter()
                 .map(|r| (r.as_str(), t.dropped[r.index()]))
                 .collect(),
-            rx_timestamps: QUALITIES
-                .iter()
-                .map(|q| (q.as_str(), t.rx_stamps[*q as usize]))
-                .collect(),
+            rx_timestamps: by_quality(&t.rx_stamps),
+            tx_timestamps: by_quality(&t.tx_stamps),
         }
     }
+}
+
+fn by_quality(counts: &[u64; QUALITIES.len()]) -> BTreeMap<&'static str, u64> {
+    QUALITIES
+        .iter()
+        .map(|q| (q.as_str(), counts[*q as usize]))
+        .collect()
 }
 
 #[cfg(test)]
@@ -209,6 +243,7 @@ mod tests {
         t.count(Counter::Answered);
         t.drop(DropReason::BadMode);
         t.stamp(TimestampQuality::Kernel);
+        t.tx_stamp(TimestampQuality::Driver);
         c.flush(&mut t);
         assert_eq!(t, Tally::default());
         let mut t2 = Tally::default();
@@ -224,6 +259,8 @@ mod tests {
         assert_eq!(r.dropped["send_failed"], 1);
         assert_eq!(r.dropped_total, 3);
         assert_eq!(r.rx_timestamps["kernel"], 1);
+        assert_eq!(r.tx_timestamps["driver"], 1);
+        assert_eq!(r.tx_timestamps["kernel"], 0);
         // Every counter is reported by name at the top level.
         let json = serde_json::to_value(&r).unwrap();
         for c in Counter::ALL {

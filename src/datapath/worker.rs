@@ -6,10 +6,11 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::clients::ClientTable;
+use super::clients::{ClientTable, Record, Slot};
 use super::counters::{Counter, Tally};
+use super::interleaved::{self, TxToken};
 use crate::clock::{ClockSnapshot, RawStamp, TimestampQuality};
-use crate::proto::{DropReason, Request, UnixNanos};
+use crate::proto::{DropReason, NtpTimestamp, Request, UnixNanos};
 
 /// The arrival of one datagram: who sent it, to where, on which interface, when. Built the same
 /// way by every backend.
@@ -42,8 +43,10 @@ impl Arrival {
 /// What became of a datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// A reply of `len` bytes is in the output buffer: send it to the source.
-    Reply { len: usize },
+    /// A reply of `len` bytes is in the output buffer: send it to the source. With a `tx`
+    /// token, the worker wants the reply's transmit timestamp when the backend has one
+    /// ([`Worker::on_tx_stamp`]): the client's next, interleaved reply carries it.
+    Reply { len: usize, tx: Option<TxToken> },
     /// Nothing is sent; counted under `reason`.
     Drop(DropReason),
 }
@@ -55,12 +58,15 @@ pub struct WorkerConfig {
     pub clients: usize,
     /// Seed of the client table's hash (random per process).
     pub seed: u64,
+    /// Answer interleaved requests in interleaved mode (RFC 9769; needs the client table).
+    pub interleaved: bool,
 }
 
 /// One worker's state: its counters for the current batch and its client table.
 pub struct Worker {
     tally: Tally,
     clients: Option<ClientTable>,
+    interleaved: bool,
 }
 
 impl Worker {
@@ -70,6 +76,7 @@ impl Worker {
         Worker {
             tally: Tally::default(),
             clients: (cfg.clients > 0).then(|| ClientTable::new(cfg.clients, cfg.seed)),
+            interleaved: cfg.interleaved && cfg.clients > 0,
         }
     }
 
@@ -140,6 +147,24 @@ impl Worker {
         }
     }
 
+    /// The transmit timestamp of the reply `token` was handed out with (the error queue's
+    /// stamp, the AF_XDP completion's), read from the raw clock: the client's record keeps it
+    /// for its next, interleaved reply, cooked with the current snapshot.
+    #[inline]
+    pub fn on_tx_stamp(&mut self, token: TxToken, stamp: RawStamp, snap: &ClockSnapshot) {
+        let tx = NtpTimestamp::from_unix(snap.cook(stamp.raw));
+        let taken = self
+            .clients
+            .as_mut()
+            .and_then(|t| t.slot_mut(token.slot()))
+            .is_some_and(|r| interleaved::on_tx_stamp(r, token, tx, stamp.quality));
+        self.tally.count(if taken {
+            Counter::TxStamped
+        } else {
+            Counter::TxStampsUnused
+        });
+    }
+
     /// A reply the kernel would not take (buffer full, no route): never waited on.
     #[inline]
     pub fn on_send_failed(&mut self) {
@@ -193,26 +218,77 @@ impl Worker {
         snap: &ClockSnapshot,
         transmit: impl FnOnce() -> UnixNanos,
     ) -> Verdict {
-        if let Some(t) = &mut self.clients {
-            let (evicted, len) = (t.evictions(), t.len());
-            t.touch(meta.src.ip(), meta.rx.raw.0);
-            if t.len() != len {
-                self.tally.count(Counter::ClientsAdded);
-            } else if t.evictions() != evicted {
-                self.tally.count(Counter::ClientsEvicted);
+        self.tally.count(Counter::Answered);
+        let rx = snap.cook(meta.rx.raw);
+        let Some(t) = &mut self.clients else {
+            self.tally.tx_stamp(TimestampQuality::User);
+            let len = req.write_reply(snap, rx, out, || snap.cook(transmit()));
+            return Verdict::Reply { len, tx: None };
+        };
+        let (evicted, known) = (t.evictions(), t.len());
+        let (slot, record) = t.touch(meta.src.ip(), meta.rx.raw.0);
+        let verdict = if self.interleaved {
+            Self::reply_interleaved(&mut self.tally, record, slot, req, rx, out, snap, transmit)
+        } else {
+            self.tally.tx_stamp(TimestampQuality::User);
+            let len = req.write_reply(snap, rx, out, || snap.cook(transmit()));
+            Verdict::Reply { len, tx: None }
+        };
+        if t.len() != known {
+            self.tally.count(Counter::ClientsAdded);
+        } else if t.evictions() != evicted {
+            self.tally.count(Counter::ClientsEvicted);
+        }
+        verdict
+    }
+
+    /// The reply to a client with a record: interleaved if the request follows up the
+    /// record's saved pair, else basic; either way its own pair is saved.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn reply_interleaved(
+        tally: &mut Tally,
+        record: &mut Record,
+        slot: Slot,
+        req: &Request,
+        rx: UnixNanos,
+        out: &mut [u8],
+        snap: &ClockSnapshot,
+        transmit: impl FnOnce() -> UnixNanos,
+    ) -> Verdict {
+        let mode = interleaved::mode_for(record, req);
+        let times = interleaved::times(req, mode, rx);
+        // The transmit time is read last either way: it is this reply's estimate, sent in
+        // basic mode and saved for the client's next request.
+        let mut estimate = NtpTimestamp::ZERO;
+        let len = req.write_reply_with(snap, times, out, || {
+            estimate = interleaved::transmit_field(NtpTimestamp::from_unix(snap.cook(transmit())));
+            match mode {
+                interleaved::Mode::Basic => estimate,
+                interleaved::Mode::Interleaved { transmit, .. } => transmit,
+            }
+        });
+        match mode {
+            interleaved::Mode::Basic => tally.tx_stamp(TimestampQuality::User),
+            interleaved::Mode::Interleaved { quality, .. } => {
+                tally.count(Counter::Interleaved);
+                tally.tx_stamp(quality);
             }
         }
-        let len = req.write_reply(snap, snap.cook(meta.rx.raw), out, || snap.cook(transmit()));
-        self.tally.count(Counter::Answered);
-        Verdict::Reply { len }
+        let token = interleaved::save(record, slot, &times, estimate);
+        Verdict::Reply {
+            len,
+            tx: Some(token),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::datapath::clients::WAYS;
     use crate::proto::server::client_request;
-    use crate::proto::{NtpTimestamp, MAX_REPLY_LEN};
+    use crate::proto::MAX_REPLY_LEN;
 
     const T: UnixNanos = UnixNanos(1_700_000_000_000_000_000);
 
@@ -232,6 +308,7 @@ mod tests {
         Worker::new(WorkerConfig {
             clients: 64,
             seed: 1,
+            interleaved: true,
         })
     }
 
@@ -242,7 +319,7 @@ mod tests {
         let req = client_request(4, 6, NtpTimestamp(0x1234_5678_9abc_def0));
         let mut out = [0u8; MAX_REPLY_LEN];
         let v = w.on_datagram(&meta("192.0.2.1:40000"), &req, &mut out, &snap, || T);
-        assert_eq!(v, Verdict::Reply { len: 48 });
+        assert!(matches!(v, Verdict::Reply { len: 48, .. }), "{v:?}");
         assert_eq!(out[0] & 7, 4, "mode 4");
         assert_eq!(&out[24..32], &req[40..48], "origin = request transmit");
         // The same host from another port is the same client.
@@ -287,7 +364,7 @@ mod tests {
         let req = client_request(3, 6, NtpTimestamp(7));
         buf[..48].copy_from_slice(&req);
         let v = w.on_datagram_in_place(&meta("[2001:db8::1]:123"), &mut buf, 48, &snap, || T);
-        assert_eq!(v, Verdict::Reply { len: 48 });
+        assert!(matches!(v, Verdict::Reply { len: 48, .. }), "{v:?}");
         assert_eq!(buf[0] & 7, 4);
         assert_eq!(&buf[24..32], &req[40..48]);
         let v = w.on_datagram_in_place(&meta("[2001:db8::1]:123"), &mut buf, 65, &snap, || T);
@@ -299,14 +376,217 @@ mod tests {
         let mut w = Worker::new(WorkerConfig {
             clients: 0,
             seed: 1,
+            interleaved: true,
         });
         assert!(w.clients().is_none());
         let snap = ClockSnapshot::local(2, -20, T);
         let req = client_request(4, 6, NtpTimestamp(9));
         let mut out = [0u8; MAX_REPLY_LEN];
         let v = w.on_datagram(&meta("192.0.2.1:1"), &req, &mut out, &snap, || T);
-        assert_eq!(v, Verdict::Reply { len: 48 });
+        assert!(matches!(v, Verdict::Reply { len: 48, .. }), "{v:?}");
         assert_eq!(w.tally().get(Counter::ClientsAdded), 0);
+    }
+
+    /// The reply's (origin, receive, transmit) fields.
+    fn fields(out: &[u8]) -> (u64, u64, u64) {
+        let at = |i: usize| u64::from_be_bytes(out[i..i + 8].try_into().unwrap());
+        (at(24), at(32), at(40))
+    }
+
+    /// A client request with the given origin, receive and transmit fields.
+    fn request(origin: u64, receive: u64, transmit: u64) -> [u8; 48] {
+        let mut r = client_request(4, 6, NtpTimestamp(transmit));
+        r[24..32].copy_from_slice(&origin.to_be_bytes());
+        r[32..40].copy_from_slice(&receive.to_be_bytes());
+        r
+    }
+
+    /// One exchange at raw receive time `rx` with transmit reading `tx` (the snapshot serves
+    /// raw time unchanged).
+    fn exchange(w: &mut Worker, src: &str, req: &[u8], rx: i64, tx: i64) -> (Verdict, [u8; 48]) {
+        let snap = ClockSnapshot::local(2, -20, T);
+        let mut m = meta(src);
+        m.rx.raw = UnixNanos(rx);
+        let mut out = [0u8; MAX_REPLY_LEN];
+        let v = w.on_datagram(&m, req, &mut out, &snap, || UnixNanos(tx));
+        (v, out[..48].try_into().unwrap())
+    }
+
+    fn ntp(ns: i64) -> u64 {
+        NtpTimestamp::from_unix(UnixNanos(ns)).0
+    }
+
+    fn kernel(ns: i64) -> RawStamp {
+        RawStamp {
+            raw: UnixNanos(ns),
+            quality: TimestampQuality::Kernel,
+        }
+    }
+
+    const A: &str = "192.0.2.7:40000";
+    const MS: i64 = 1_000_000;
+
+    #[test]
+    fn an_interleaved_request_gets_the_true_transmit_time_of_the_previous_reply() {
+        let mut w = worker();
+        let snap = ClockSnapshot::local(2, -20, T);
+        let t0 = T.0;
+        // 1: a basic request. Receive field has its low bit set, transmit its low bit clear.
+        let (v1, r1) = exchange(&mut w, A, &request(0, 0, 0xaaaa), t0, t0 + 10_000);
+        let Verdict::Reply { tx: Some(tok1), .. } = v1 else {
+            panic!("{v1:?}")
+        };
+        let (o1, rx1, tx1) = fields(&r1);
+        assert_eq!(o1, 0xaaaa, "basic: origin = request transmit");
+        assert_eq!(rx1, ntp(t0) | 1);
+        assert_eq!(tx1, ntp(t0 + 10_000) & !1);
+        // The kernel says the first reply left at +25 µs.
+        w.on_tx_stamp(tok1, kernel(t0 + 25_000), &snap);
+        assert_eq!(w.tally().get(Counter::TxStamped), 1);
+        // 2: the client follows up: origin = our receive stamp, receive = its own (≠ its
+        // transmit).
+        let req2 = request(rx1, 0x5555, 0xbbbb);
+        let (v2, r2) = exchange(&mut w, A, &req2, t0 + 64 * MS, t0 + 64 * MS + 10_000);
+        let (o2, rx2, tx2) = fields(&r2);
+        assert_eq!(o2, 0x5555, "interleaved: origin = request receive");
+        assert_eq!(rx2, ntp(t0 + 64 * MS) | 1, "receive = this request's");
+        assert_eq!(
+            tx2,
+            ntp(t0 + 25_000) & !1,
+            "transmit = the first reply's true one"
+        );
+        assert!(matches!(v2, Verdict::Reply { tx: Some(_), .. }));
+        let t = *w.tally();
+        assert_eq!(
+            (t.get(Counter::Answered), t.get(Counter::Interleaved)),
+            (2, 1)
+        );
+        assert_eq!(t.tx_stamps[TimestampQuality::Kernel as usize], 1);
+        assert_eq!(t.tx_stamps[TimestampQuality::User as usize], 1);
+    }
+
+    #[test]
+    fn without_a_stamp_the_interleaved_reply_carries_the_estimate() {
+        let mut w = worker();
+        let t0 = T.0;
+        let (_, r1) = exchange(&mut w, A, &request(0, 0, 1), t0, t0 + 7_000);
+        let (_, rx1, tx1) = fields(&r1);
+        let (_, r2) = exchange(&mut w, A, &request(rx1, 2, 3), t0 + MS, t0 + MS + 7_000);
+        assert_eq!(fields(&r2), (2, ntp(t0 + MS) | 1, tx1));
+        assert_eq!(w.tally().tx_stamps[TimestampQuality::User as usize], 2);
+    }
+
+    #[test]
+    fn misses_are_answered_in_basic_mode() {
+        let mut w = worker();
+        let t0 = T.0;
+        let (_, r1) = exchange(&mut w, A, &request(0, 0, 0x11), t0, t0 + 1);
+        let (_, rx1, tx1) = fields(&r1);
+        // Origin matches nothing saved.
+        let (_, r) = exchange(&mut w, A, &request(rx1 ^ 0x100, 5, 6), t0 + MS, t0 + MS);
+        assert_eq!(fields(&r).0, 6, "unknown origin: basic");
+        let (_, rx2, _) = fields(&r);
+        // Receive field equal to transmit field: not an interleaved request.
+        let (_, r) = exchange(&mut w, A, &request(rx2, 9, 9), t0 + 2 * MS, t0 + 2 * MS);
+        assert_eq!(fields(&r).0, 9, "receive = transmit: basic");
+        // A basic client echoing our transmit stamp as its origin never matches a saved
+        // receive stamp.
+        let (_, r) = exchange(&mut w, A, &request(tx1, 1, 2), t0 + 3 * MS, t0 + 3 * MS);
+        assert_eq!(fields(&r).0, 2);
+        // Another client presenting this client's receive stamp is not this client.
+        let (_, r3) = exchange(&mut w, A, &request(0, 0, 0x21), t0 + 4 * MS, t0 + 4 * MS);
+        let rx3 = fields(&r3).1;
+        let (_, r) = exchange(&mut w, "192.0.2.8:1", &request(rx3, 1, 2), t0 + 5 * MS, 0);
+        assert_eq!(fields(&r).0, 2);
+        assert_eq!(w.tally().get(Counter::Interleaved), 0);
+    }
+
+    #[test]
+    fn a_saved_pair_is_matched_once_and_a_replay_gets_basic() {
+        let mut w = worker();
+        let t0 = T.0;
+        let (_, r1) = exchange(&mut w, A, &request(0, 0, 1), t0, t0 + 1_000);
+        let rx1 = fields(&r1).1;
+        let req2 = request(rx1, 2, 3);
+        let (_, r2) = exchange(&mut w, A, &req2, t0 + MS, t0 + MS + 1_000);
+        assert_eq!(fields(&r2).0, 2, "interleaved");
+        // The same request again (a duplicate or a replay): the pair is spent.
+        let (_, r) = exchange(&mut w, A, &req2, t0 + 2 * MS, t0 + 2 * MS);
+        assert_eq!(fields(&r).0, 3, "replayed origin: basic");
+        assert_eq!(w.tally().get(Counter::Interleaved), 1);
+    }
+
+    #[test]
+    fn a_basic_request_after_interleaved_ones_is_answered_basic_and_starts_over() {
+        let mut w = worker();
+        let t0 = T.0;
+        let (_, r1) = exchange(&mut w, A, &request(0, 0, 1), t0, t0 + 1_000);
+        let (_, r2) = exchange(&mut w, A, &request(fields(&r1).1, 2, 3), t0 + MS, t0 + MS);
+        assert_eq!(fields(&r2).0, 2);
+        // The client restarts in basic mode.
+        let (_, r3) = exchange(
+            &mut w,
+            A,
+            &request(0, 0, 0x77),
+            t0 + 2 * MS,
+            t0 + 2 * MS + 5,
+        );
+        assert_eq!(
+            fields(&r3),
+            (0x77, ntp(t0 + 2 * MS) | 1, ntp(t0 + 2 * MS + 5) & !1)
+        );
+        // ... and can interleave on from that reply.
+        let (_, r4) = exchange(&mut w, A, &request(fields(&r3).1, 4, 5), t0 + 3 * MS, 0);
+        assert_eq!(fields(&r4), (4, ntp(t0 + 3 * MS) | 1, fields(&r3).2));
+    }
+
+    #[test]
+    fn a_stamp_for_an_evicted_client_is_not_given_to_the_newcomer() {
+        // One bucket: the ninth client evicts the least recently seen.
+        let mut w = Worker::new(WorkerConfig {
+            clients: WAYS,
+            seed: 3,
+            interleaved: true,
+        });
+        let snap = ClockSnapshot::local(2, -20, T);
+        let t0 = T.0;
+        let (v, r1) = exchange(&mut w, "10.0.0.0:1", &request(0, 0, 1), t0, t0 + 1_000);
+        let Verdict::Reply { tx: Some(tok), .. } = v else {
+            panic!()
+        };
+        for n in 1..=WAYS {
+            let src = format!("10.0.0.{n}:1");
+            exchange(&mut w, &src, &request(0, 0, 1), t0 + n as i64 * MS, t0);
+        }
+        assert_eq!(w.tally().get(Counter::ClientsEvicted), 1);
+        // The first client's stamp arrives late: its slot belongs to another client now.
+        w.on_tx_stamp(tok, kernel(t0 + 5_000), &snap);
+        assert_eq!(w.tally().get(Counter::TxStampsUnused), 1);
+        // The evicted client comes back interleaved: it has no pair any more, so basic.
+        let (_, r) = exchange(
+            &mut w,
+            "10.0.0.0:1",
+            &request(fields(&r1).1, 2, 3),
+            t0 + 99 * MS,
+            0,
+        );
+        assert_eq!(fields(&r).0, 3);
+        assert_eq!(w.tally().get(Counter::Interleaved), 0);
+    }
+
+    #[test]
+    fn interleaved_off_answers_everything_basic_without_tokens() {
+        let mut w = Worker::new(WorkerConfig {
+            clients: 64,
+            seed: 1,
+            interleaved: false,
+        });
+        let t0 = T.0;
+        let (v, r1) = exchange(&mut w, A, &request(0, 0, 1), t0, t0 + 1_000);
+        assert!(matches!(v, Verdict::Reply { tx: None, .. }));
+        assert_eq!(fields(&r1).1, ntp(t0), "no marking in basic-only service");
+        let (_, r2) = exchange(&mut w, A, &request(fields(&r1).1, 2, 3), t0 + MS, 0);
+        assert_eq!(fields(&r2).0, 3);
     }
 
     #[test]

@@ -416,7 +416,7 @@ impl UringLoop {
             snap,
             sys::clock::now,
         );
-        let Verdict::Reply { len } = verdict else {
+        let Verdict::Reply { len, .. } = verdict else {
             self.rx.push(bid);
             return Ok(());
         };

@@ -14,5 +14,5 @@ pub mod time;
 mod tests;
 
 pub use packet::{Header, Leap, Mode, PacketError, PacketView, HEADER_LEN, MAX_PACKET_LEN};
-pub use server::{respond, DropReason, KissCode, Request, MAX_REPLY_LEN};
+pub use server::{respond, DropReason, KissCode, ReplyTimes, Request, MAX_REPLY_LEN};
 pub use time::{Exchange, NtpShort, NtpTimestamp, UnixNanos};

@@ -119,6 +119,17 @@ pub const CRYPTO_NAK_LEN: usize = 4;
 /// The longest reply this module writes.
 pub const MAX_REPLY_LEN: usize = HEADER_LEN + CRYPTO_NAK_LEN;
 
+/// The origin and receive fields of a reply, and the served receive time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplyTimes {
+    /// Served receive time (root dispersion is reported as of this instant).
+    pub rx: UnixNanos,
+    /// The receive field as it goes on the wire.
+    pub receive: NtpTimestamp,
+    /// The origin field: the request's transmit (basic) or receive field (interleaved).
+    pub origin: NtpTimestamp,
+}
+
 /// What the server needs from a request, taken before the buffer may be overwritten (the XDP
 /// backend writes the reply over the request in place).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,8 +138,13 @@ pub struct Request {
     /// The request's mode after the NTPv1 rule (mode 0 read as client).
     pub mode: Mode,
     pub poll: i8,
-    /// The client's transmit timestamp: our reply's origin.
+    /// The client's transmit timestamp: our reply's origin in basic mode.
     pub transmit_ts: NtpTimestamp,
+    /// The request's origin field: in interleaved mode (RFC 9769) the receive timestamp of
+    /// our earlier reply to this client.
+    pub origin_ts: NtpTimestamp,
+    /// The request's receive field: in interleaved mode our reply's origin.
+    pub receive_ts: NtpTimestamp,
     /// Length of the request datagram.
     pub len: usize,
     /// The request carried a legacy MAC (so the answer carries a crypto-NAK).
@@ -158,6 +174,8 @@ impl Request {
             mode,
             poll: view.poll(),
             transmit_ts: view.transmit_ts(),
+            origin_ts: view.origin_ts(),
+            receive_ts: view.receive_ts(),
             len: view.len(),
             has_mac: trailer.mac.is_some(),
             extension_fields: trailer.extensions().count().min(u16::MAX as usize) as u16,
@@ -181,7 +199,17 @@ impl Request {
         }
     }
 
-    /// Writes the reply into `out` and returns its length.
+    /// The times of a basic-mode reply received at served time `rx`: origin = the request's
+    /// transmit timestamp, receive = `rx`.
+    pub fn basic_times(&self, rx: UnixNanos) -> ReplyTimes {
+        ReplyTimes {
+            rx,
+            receive: NtpTimestamp::from_unix(rx),
+            origin: self.transmit_ts,
+        }
+    }
+
+    /// Writes the basic-mode reply into `out` and returns its length.
     ///
     /// `rx` is the served receive time; `transmit` is called last, just before the transmit
     /// field is written, and returns the served transmit time.
@@ -194,6 +222,24 @@ impl Request {
         rx: UnixNanos,
         out: &mut [u8],
         transmit: impl FnOnce() -> UnixNanos,
+    ) -> usize {
+        self.write_reply_with(snap, self.basic_times(rx), out, || {
+            NtpTimestamp::from_unix(transmit())
+        })
+    }
+
+    /// Writes a reply carrying `times` (basic or interleaved) into `out` and returns its
+    /// length. `transmit` is called last and returns the transmit field as it goes on the
+    /// wire.
+    ///
+    /// # Panics
+    /// Never for `out.len() >= MAX_REPLY_LEN`; a shorter buffer is a caller bug and panics.
+    pub fn write_reply_with(
+        &self,
+        snap: &ClockSnapshot,
+        times: ReplyTimes,
+        out: &mut [u8],
+        transmit: impl FnOnce() -> NtpTimestamp,
     ) -> usize {
         let len = self.reply_len();
         debug_assert!(len <= self.len, "reply must not be longer than the request");
@@ -216,19 +262,18 @@ impl Request {
             poll: self.poll,
             precision: snap.precision,
             root_delay: snap.root_delay,
-            root_dispersion: snap.root_dispersion_at(rx),
+            root_dispersion: snap.root_dispersion_at(times.rx),
             reference_id: refid,
             reference_ts,
-            origin_ts: self.transmit_ts,
-            receive_ts: NtpTimestamp::from_unix(rx),
+            origin_ts: times.origin,
+            receive_ts: times.receive,
             transmit_ts: NtpTimestamp::ZERO,
         };
         let (head, tail) = out[..len].split_at_mut(HEADER_LEN);
         let head: &mut [u8; HEADER_LEN] = head.try_into().expect("split at HEADER_LEN");
         header.emit(head);
         tail.fill(0); // crypto-NAK: key id 0, no digest
-        let tx = NtpTimestamp::from_unix(transmit());
-        head[field::TRANSMIT_TS].copy_from_slice(&tx.to_be_bytes());
+        head[field::TRANSMIT_TS].copy_from_slice(&transmit().to_be_bytes());
         len
     }
 

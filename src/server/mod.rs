@@ -228,6 +228,7 @@ impl Server {
         let state = WorkerConfig {
             clients: opts.clients.per_worker(n_workers),
             seed: sys::random::seed(),
+            interleaved: opts.server.interleaved,
         };
         let (client_records, client_bytes) = if state.clients == 0 {
             (0, 0)

@@ -499,7 +499,7 @@ impl UdpWorker {
                     &snap,
                     sys::clock::now,
                 );
-                let Verdict::Reply { len: reply_len } = verdict else {
+                let Verdict::Reply { len: reply_len, .. } = verdict else {
                     continue;
                 };
                 // Address the reply: the request's source, from the request's destination.

@@ -100,7 +100,7 @@ impl WorkerIo for PortableWorker {
                     };
                     let verdict =
                         worker.on_datagram(&meta, &buf[..len], &mut reply, &snap, sys::clock::now);
-                    if let Verdict::Reply { len: n } = verdict {
+                    if let Verdict::Reply { len: n, .. } = verdict {
                         if s.send_to(&reply[..n], peer).is_err() {
                             worker.on_send_failed();
                         }
@@ -146,6 +146,7 @@ mod tests {
             let mut state = crate::datapath::Worker::new(crate::datapath::WorkerConfig {
                 clients: 16,
                 seed: 1,
+                interleaved: true,
             });
             worker.run(&ctx, &mut state)
         });

@@ -281,7 +281,7 @@ pub fn answer_in_place(
     };
     let len = payload.len();
     // In place: the reply is never longer than the request, so it fits the payload.
-    let Verdict::Reply { len: reply_len } =
+    let Verdict::Reply { len: reply_len, .. } =
         worker.on_datagram_in_place(&arrival, payload, len, snap, sys::clock::now)
     else {
         return None;
@@ -428,6 +428,7 @@ mod tests {
         let mut w = crate::datapath::Worker::new(crate::datapath::WorkerConfig {
             clients: 8,
             seed: 1,
+            interleaved: true,
         });
         let a = answer_in_place(frame, &filter(), &snap, rx, &mut w);
         (a, *w.tally())
