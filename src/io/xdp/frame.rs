@@ -29,8 +29,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use crate::clock::{ClockSnapshot, RawStamp};
-use crate::datapath::{Arrival, Verdict, Worker};
-use crate::proto::packet::field::RECEIVE_TS;
+use crate::datapath::{Arrival, TxToken, Verdict, Worker};
 use crate::proto::DropReason;
 use crate::sys;
 use crate::wire::ethernet::{self, ethertype};
@@ -242,11 +241,8 @@ pub fn finish_reply(frame: &mut [u8], p: &Parsed, reply_len: usize) -> usize {
 pub struct Answered {
     /// Length of the reply frame.
     pub len: usize,
-    /// The reply's receive timestamp as sent (NTP format): the key an interleaved client
-    /// echoes, under which the transmit timestamp is recorded.
-    pub key: u64,
-    /// The client the reply goes to.
-    pub client: IpAddr,
+    /// The worker's token for this reply's transmit timestamp (interleaved mode).
+    pub tx: Option<TxToken>,
 }
 
 /// Handles one received frame: validates it, has `worker` answer the NTP request in the same
@@ -281,21 +277,13 @@ pub fn answer_in_place(
     };
     let len = payload.len();
     // In place: the reply is never longer than the request, so it fits the payload.
-    let Verdict::Reply { len: reply_len, .. } =
+    let Verdict::Reply { len: reply_len, tx } =
         worker.on_datagram_in_place(&arrival, payload, len, snap, sys::clock::now)
     else {
         return None;
     };
-    let key = payload
-        .get(RECEIVE_TS)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u64::from_be_bytes);
     let len = finish_reply(frame, &parsed, reply_len);
-    Some(Answered {
-        len,
-        key,
-        client: parsed.src.ip(),
-    })
+    Some(Answered { len, tx })
 }
 
 #[cfg(test)]
@@ -470,12 +458,11 @@ mod tests {
             assert_eq!(payload.len(), 48);
             assert_eq!(payload[0] & 7, 4, "mode 4");
             assert_eq!(&payload[24..32], &0x1122_3344_5566_7788u64.to_be_bytes());
-            assert_eq!(
-                a.key,
-                u64::from_be_bytes(payload[32..40].try_into().unwrap())
-            );
+            // The worker wants this reply's transmit stamp (interleaved mode), and the
+            // receive field carries the mark that tells it from a transmit field.
+            assert!(a.tx.is_some());
+            assert_eq!(payload[39] & 1, 1);
             assert_eq!(f[p.l3 + 8], REPLY_TTL);
-            assert_eq!(a.client, IpAddr::V4(C4));
         }
     }
 

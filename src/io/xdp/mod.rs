@@ -8,8 +8,9 @@
 //!
 //! A worker's loop (one socket):
 //!
-//! 1. reap TX completions: read each frame's TX timestamp (AF_XDP TX metadata) into the
-//!    worker's [`TxStampLog`], and put the frame back on the free list;
+//! 1. reap TX completions: hand each reply's TX timestamp (AF_XDP TX metadata) to the worker
+//!    state (`Worker::on_tx_stamp`: the client's next, interleaved reply carries it), and put
+//!    the frame back on the free list;
 //! 2. top up the fill ring from the free list;
 //! 3. take a batch of RX descriptors; for each frame read the [`RxMeta`] timestamp (CLOCK_TAI →
 //!    system time through the measured TAI offset), validate the frame and answer it in place
@@ -31,8 +32,7 @@ pub use meridian_bpf::{PortMatch, ProgramConfig, RxMeta};
 pub use socket::{BindMode, BindTarget, RxFrame, Xsk, XskError, MAX_TX_LEN, TX_OFFSET};
 pub use umem::FRAME_SIZE;
 
-use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -40,9 +40,9 @@ use std::time::{Duration, Instant};
 
 use meridian_bpf::{ifindex, XdpLink, XdpProgram, XskMap};
 
-use crate::clock::{RawStamp, TimestampQuality};
+use crate::clock::{RawStamp, SharedClock, TimestampQuality};
 use crate::config::XdpMode;
-use crate::datapath::{Arrival, Worker};
+use crate::datapath::{Arrival, TxToken, Worker};
 use crate::io::{Opened, WorkerContext, WorkerIo};
 use crate::proto::UnixNanos;
 use crate::sys;
@@ -53,8 +53,6 @@ use umem::{TxMetadata, Umem};
 const POLL_MS: i32 = 100;
 /// How often the TAI offset and the local addresses are re-read.
 const REFRESH: Duration = Duration::from_secs(1);
-/// Transmit timestamps kept per worker (for interleaved mode).
-pub const TX_STAMP_LOG: usize = 4096;
 /// The most batches one kick of the TX ring is retried for (copy mode sends 32 per call).
 const MAX_KICKS: usize = 64;
 
@@ -192,59 +190,11 @@ impl Drop for Attachment {
     }
 }
 
-/// One recorded transmit timestamp.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TxStamp {
-    /// The receive timestamp of the reply (NTP format, as sent): what an interleaved client
-    /// echoes in its next request.
-    pub key: u64,
-    /// The client.
-    pub client: IpAddr,
-    /// When the reply left, in system time.
-    pub tx: UnixNanos,
-    pub quality: TimestampQuality,
-}
-
-/// A worker's recent transmit timestamps, oldest dropped first.
-#[derive(Debug, Default)]
-pub struct TxStampLog {
-    entries: VecDeque<TxStamp>,
-    recorded: u64,
-}
-
-impl TxStampLog {
-    pub fn push(&mut self, s: TxStamp) {
-        if self.entries.len() == TX_STAMP_LOG {
-            self.entries.pop_front();
-        }
-        self.entries.push_back(s);
-        self.recorded += 1;
-    }
-
-    /// The transmit time of the reply whose receive timestamp was `key`, to `client`.
-    pub fn lookup(&self, key: u64, client: IpAddr) -> Option<TxStamp> {
-        self.entries
-            .iter()
-            .rev()
-            .find(|s| s.key == key && s.client == client)
-            .copied()
-    }
-
-    /// Timestamps recorded since start.
-    pub fn recorded(&self) -> u64 {
-        self.recorded
-    }
-
-    pub fn latest(&self) -> Option<TxStamp> {
-        self.entries.back().copied()
-    }
-}
-
 /// What a frame in flight on the TX ring needs at completion.
 #[derive(Clone, Copy, Debug)]
 struct InFlight {
-    key: u64,
-    client: IpAddr,
+    /// The worker's token for the reply's transmit timestamp (interleaved mode).
+    tx: Option<TxToken>,
     rx: UnixNanos,
 }
 
@@ -261,7 +211,8 @@ pub struct XdpWorker {
     tx_outstanding: u32,
     tai_offset_ns: i64,
     last_refresh: Instant,
-    tx_stamps: TxStampLog,
+    /// Transmit timestamps read from completions since start.
+    tx_stamps: u64,
     first_tx_logged: bool,
     /// Keeps the program attached while any worker of the interface runs.
     _attachment: Arc<Attachment>,
@@ -421,7 +372,7 @@ impl XdpWorker {
             tx_outstanding: 0,
             tai_offset_ns,
             last_refresh: Instant::now(),
-            tx_stamps: TxStampLog::default(),
+            tx_stamps: 0,
             first_tx_logged: false,
             _attachment: attachment,
         };
@@ -429,11 +380,6 @@ impl XdpWorker {
         // before the worker thread runs then have somewhere to land.
         w.refill();
         w
-    }
-
-    /// The transmit timestamps recorded so far (for interleaved mode).
-    pub fn tx_stamps(&self) -> &TxStampLog {
-        &self.tx_stamps
     }
 
     /// A kernel timestamp in CLOCK_TAI → system time.
@@ -452,9 +398,11 @@ impl XdpWorker {
         self.last_refresh = Instant::now();
     }
 
-    /// Moves completed TX frames to the free list, recording their transmit timestamps.
-    fn reap_completions(&mut self) {
+    /// Moves completed TX frames to the free list, handing each reply's transmit timestamp
+    /// (AF_XDP TX metadata) to the worker for the client's next, interleaved reply.
+    fn reap_completions(&mut self, worker: &mut Worker, clock: &SharedClock) {
         let n = self.xsk.comp.available(socket::RING_SIZE);
+        let mut snap = None;
         for i in 0..n {
             let addr = self.xsk.comp.read(i);
             let base = Umem::frame_base(addr);
@@ -470,10 +418,8 @@ impl XdpWorker {
                     .map(|m| m.tx_timestamp())
                     .unwrap_or(0);
                 if stamp != 0 {
-                    let s = TxStamp {
-                        key: sent.key,
-                        client: sent.client,
-                        tx: self.tai_to_system(stamp),
+                    let s = RawStamp {
+                        raw: self.tai_to_system(stamp),
                         quality: match self.xsk.mode {
                             // TODO(phc): zero-copy drivers report the NIC's clock; map it with
                             // the per-interface PHC→system mapping once the discipline thread
@@ -482,17 +428,21 @@ impl XdpWorker {
                             BindMode::Copy => TimestampQuality::Kernel,
                         },
                     };
+                    self.tx_stamps += 1;
                     if !self.first_tx_logged {
                         self.first_tx_logged = true;
                         tracing::info!(
                             interface = %self.ifname,
                             queue = self.xsk.queue,
                             quality = s.quality.as_str(),
-                            rx_to_tx_us = s.tx.nanos_since(sent.rx) as f64 / 1e3,
+                            rx_to_tx_us = s.raw.nanos_since(sent.rx) as f64 / 1e3,
                             "xdp: first TX completion timestamp"
                         );
                     }
-                    self.tx_stamps.push(s);
+                    if let Some(token) = sent.tx {
+                        let snap = snap.get_or_insert_with(|| clock.load());
+                        worker.on_tx_stamp(token, s, snap);
+                    }
                 }
             }
             self.free.push(base);
@@ -512,7 +462,7 @@ impl XdpWorker {
     }
 
     /// Makes the kernel transmit what is on the TX ring (copy mode: 32 frames per call).
-    fn kick(&mut self) {
+    fn kick(&mut self, worker: &mut Worker, clock: &SharedClock) {
         for _ in 0..MAX_KICKS {
             if self.xsk.tx.unconsumed() == 0 {
                 return;
@@ -524,7 +474,7 @@ impl XdpWorker {
                 None => {}
                 Some(libc::EAGAIN) | Some(libc::EBUSY) | Some(libc::ENOBUFS) => {
                     // Completion ring full or the device busy: make room and go on.
-                    self.reap_completions();
+                    self.reap_completions(worker, clock);
                 }
                 Some(libc::EINTR) => {}
                 Some(e) => {
@@ -604,8 +554,7 @@ impl XdpWorker {
                     let idx = (base / u64::from(FRAME_SIZE)) as usize;
                     if let Some(slot) = self.in_flight.get_mut(idx) {
                         *slot = Some(InFlight {
-                            key: a.key,
-                            client: a.client,
+                            tx: a.tx,
                             rx: rx.raw,
                         });
                     }
@@ -627,11 +576,11 @@ impl XdpWorker {
 
     /// Waits (bounded) for the replies still in flight, so they leave before the socket
     /// closes.
-    fn finish_in_flight(&mut self) {
+    fn finish_in_flight(&mut self, worker: &mut Worker, clock: &SharedClock) {
         let deadline = Instant::now() + Duration::from_millis(200);
         while self.tx_outstanding > 0 && Instant::now() < deadline {
-            self.kick();
-            self.reap_completions();
+            self.kick(worker, clock);
+            self.reap_completions(worker, clock);
             if self.tx_outstanding > 0 {
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -645,11 +594,11 @@ impl WorkerIo for XdpWorker {
             if self.last_refresh.elapsed() >= REFRESH {
                 self.refresh();
             }
-            self.reap_completions();
+            self.reap_completions(worker, &ctx.clock);
             self.refill();
             let n = self.rx_batch(ctx, worker);
             if self.tx_outstanding > 0 {
-                self.kick();
+                self.kick(worker, &ctx.clock);
             }
             ctx.counters.flush(worker.tally());
             if n == 0 {
@@ -658,7 +607,7 @@ impl WorkerIo for XdpWorker {
                 self.xsk.wait(wait)?;
             }
         }
-        self.finish_in_flight();
+        self.finish_in_flight(worker, &ctx.clock);
         ctx.counters.flush(worker.tally());
         if let Some(st) = self.xsk.statistics() {
             tracing::debug!(
@@ -668,35 +617,10 @@ impl WorkerIo for XdpWorker {
                 rx_ring_full = st.rx_ring_full,
                 rx_fill_ring_empty = st.rx_fill_ring_empty_descs,
                 tx_invalid = st.tx_invalid_descs,
-                tx_stamps = self.tx_stamps.recorded(),
+                tx_stamps = self.tx_stamps,
                 "xdp: socket statistics at exit"
             );
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tx_stamp_log_keeps_the_newest() {
-        let mut log = TxStampLog::default();
-        let client = IpAddr::from([10, 0, 0, 1]);
-        for k in 0..(TX_STAMP_LOG as u64 + 10) {
-            log.push(TxStamp {
-                key: k,
-                client,
-                tx: UnixNanos(k as i64),
-                quality: TimestampQuality::Kernel,
-            });
-        }
-        assert_eq!(log.recorded(), TX_STAMP_LOG as u64 + 10);
-        assert!(log.lookup(5, client).is_none(), "evicted");
-        let last = TX_STAMP_LOG as u64 + 9;
-        assert_eq!(log.lookup(last, client).unwrap().tx, UnixNanos(last as i64));
-        assert!(log.lookup(last, IpAddr::from([10, 0, 0, 2])).is_none());
-        assert_eq!(log.latest().unwrap().key, last);
     }
 }
