@@ -271,6 +271,7 @@ pub fn open(opts: &XdpOptions) -> Result<Opened, XdpError> {
                  does not exist"
             )));
         }
+        netdev::log_udp_steering(name, queue_count);
         let map = XskMap::create(queue_count).map_err(XdpError::Bpf)?;
         let program = XdpProgram::load(&cfg, &map).map_err(|source| XdpError::Program {
             name: name.clone(),

@@ -1,5 +1,6 @@
 //! What the backend asks of the network device and the host: how many RX queues an interface
-//! has, and which addresses are local (for wildcard listen addresses).
+//! has, how its receive hash spreads UDP over them, and which addresses are local (for
+//! wildcard listen addresses).
 
 use std::ffi::CStr;
 use std::io;
@@ -35,6 +36,110 @@ pub fn rx_queue_count(ifname: &str) -> u32 {
 }
 
 fn ethtool_rx_queues(ifname: &str) -> io::Result<u32> {
+    let mut ch = EthtoolChannels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..Default::default()
+    };
+    ethtool(ifname, (&mut ch as *mut EthtoolChannels).cast())?;
+    Ok(ch.rx_count + ch.combined_count)
+}
+
+/// `ETHTOOL_GRXFH` (linux/ethtool.h): which header fields the NIC's RSS hash covers.
+const ETHTOOL_GRXFH: u32 = 0x0000_0029;
+/// Flow types (linux/ethtool.h).
+const UDP_V4_FLOW: u32 = 0x02;
+const UDP_V6_FLOW: u32 = 0x06;
+/// Hash field bits (RXH_*).
+const RXH_IP_SRC: u64 = 1 << 4;
+const RXH_IP_DST: u64 = 1 << 5;
+const RXH_L4_B_0_1: u64 = 1 << 6;
+const RXH_L4_B_2_3: u64 = 1 << 7;
+
+/// The head of `struct ethtool_rxnfc`: for ETHTOOL_GRXFH the kernel copies only `cmd`,
+/// `flow_type` and `data` in and out.
+#[repr(C)]
+#[derive(Default)]
+struct EthtoolRxHash {
+    cmd: u32,
+    flow_type: u32,
+    data: u64,
+}
+
+/// What a NIC's receive hash for UDP means for per-client state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UdpSteering {
+    /// By source and destination address only: a client always reaches the same queue.
+    Addresses,
+    /// The ports too: a client whose source port changes may reach another queue (and another
+    /// worker's client table).
+    AddressesAndPorts,
+    /// Some other set of fields (`RXH_*` bits as the driver reported them).
+    Other(u64),
+}
+
+impl UdpSteering {
+    /// Reads the `RXH_*` bits ETHTOOL_GRXFH reported.
+    pub fn from_fields(fields: u64) -> UdpSteering {
+        let addrs = RXH_IP_SRC | RXH_IP_DST;
+        let ports = RXH_L4_B_0_1 | RXH_L4_B_2_3;
+        match fields & (addrs | ports) {
+            f if f == addrs => UdpSteering::Addresses,
+            f if f & addrs == addrs && f & ports != 0 => UdpSteering::AddressesAndPorts,
+            _ => UdpSteering::Other(fields),
+        }
+    }
+}
+
+/// The receive hash of `ifname` for UDP over IPv4 and over IPv6 (ETHTOOL_GRXFH).
+pub fn udp_steering(ifname: &str) -> io::Result<[UdpSteering; 2]> {
+    let read = |flow_type| -> io::Result<UdpSteering> {
+        let mut h = EthtoolRxHash {
+            cmd: ETHTOOL_GRXFH,
+            flow_type,
+            data: 0,
+        };
+        ethtool(ifname, (&mut h as *mut EthtoolRxHash).cast())?;
+        Ok(UdpSteering::from_fields(h.data))
+    };
+    Ok([read(UDP_V4_FLOW)?, read(UDP_V6_FLOW)?])
+}
+
+/// Says at start-up how `ifname` spreads clients over its `queues` RX queues: per-client state
+/// (client table, interleaved mode, rate limits) is per worker, so a client must always reach
+/// the same queue. Only logs; changing the NIC's hash is the operator's call.
+pub fn log_udp_steering(ifname: &str, queues: u32) {
+    if queues <= 1 {
+        tracing::info!(
+            interface = ifname,
+            "xdp: one RX queue: every client reaches the same worker"
+        );
+        return;
+    }
+    match udp_steering(ifname) {
+        Ok([UdpSteering::Addresses, UdpSteering::Addresses]) => tracing::info!(
+            interface = ifname,
+            "xdp: the NIC hashes UDP by addresses only: each client reaches one queue"
+        ),
+        Ok(found) => tracing::warn!(
+            interface = ifname,
+            udp4 = ?found[0],
+            udp6 = ?found[1],
+            "xdp: the NIC does not hash UDP by addresses only: a client changing source ports \
+             may reach another queue, whose worker keeps its own client record (interleaved \
+             mode and rate limits then see it as two clients); `ethtool -N {ifname} \
+             rx-flow-hash udp4 sd` and `... udp6 sd` fix that"
+        ),
+        Err(e) => tracing::warn!(
+            interface = ifname,
+            "xdp: cannot read the NIC's UDP hash fields (ETHTOOL_GRXFH: {e}); per-client state \
+             assumes each client reaches one queue"
+        ),
+    }
+}
+
+/// One SIOCETHTOOL request on `ifname`: `data` points to the command's structure, whose first
+/// word is the command.
+fn ethtool(ifname: &str, data: *mut libc::c_void) -> io::Result<()> {
     let name = ifname.as_bytes();
     if name.is_empty() || name.len() >= libc::IFNAMSIZ {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
@@ -46,18 +151,14 @@ fn ethtool_rx_queues(ifname: &str) -> io::Result<u32> {
     }
     // SAFETY: `raw` is a fresh descriptor nothing else owns.
     let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
-    let mut ch = EthtoolChannels {
-        cmd: ETHTOOL_GCHANNELS,
-        ..Default::default()
-    };
     // SAFETY: all-zero is a valid ifreq (a name buffer and a union of plain values/pointers).
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, &b) in ifr.ifr_name.iter_mut().zip(name) {
         *dst = b as libc::c_char;
     }
-    ifr.ifr_ifru.ifru_data = (&mut ch as *mut EthtoolChannels).cast();
-    // SAFETY: SIOCETHTOOL reads `ifr` (a NUL-terminated name and a pointer to `ch`, both live
-    // across the call) and writes at most a `struct ethtool_channels` into `ch`.
+    ifr.ifr_ifru.ifru_data = data.cast();
+    // SAFETY: SIOCETHTOOL reads `ifr` (a NUL-terminated name and the pointer `data`, which the
+    // callers make point to a live structure of the size their command reads and writes).
     let r = unsafe {
         libc::ioctl(
             std::os::fd::AsRawFd::as_raw_fd(&sock),
@@ -68,7 +169,7 @@ fn ethtool_rx_queues(ifname: &str) -> io::Result<u32> {
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(ch.rx_count + ch.combined_count)
+    Ok(())
 }
 
 fn sysfs_rx_queues(ifname: &str) -> Option<u32> {
@@ -155,6 +256,34 @@ pub fn ifname(ifindex: u32) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_udp_hash_fields_are_read_right() {
+        let sd = RXH_IP_SRC | RXH_IP_DST;
+        assert_eq!(UdpSteering::from_fields(sd), UdpSteering::Addresses);
+        let sdfn = sd | RXH_L4_B_0_1 | RXH_L4_B_2_3;
+        assert_eq!(
+            UdpSteering::from_fields(sdfn),
+            UdpSteering::AddressesAndPorts
+        );
+        // RXH_L2DA (bit 1) or RXH_VLAN (bit 2) besides the addresses do not split a client.
+        assert_eq!(
+            UdpSteering::from_fields(sd | 1 << 1),
+            UdpSteering::Addresses
+        );
+        assert_eq!(
+            UdpSteering::from_fields(RXH_IP_SRC),
+            UdpSteering::Other(RXH_IP_SRC)
+        );
+        assert_eq!(UdpSteering::from_fields(0), UdpSteering::Other(0));
+    }
+
+    #[test]
+    fn a_device_without_rss_says_so() {
+        // Loopback has no receive hash to report.
+        assert!(udp_steering("lo").is_err());
+        assert!(udp_steering("").is_err());
+    }
 
     #[test]
     fn loopback_has_a_queue_and_local_addresses_include_it() {
