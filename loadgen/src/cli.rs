@@ -124,6 +124,16 @@ pub struct Args {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=4))]
     pub ntp_version: u8,
 
+    /// Interleaved client/server mode (RFC 9769, chronyd's `xleave`): once a client has a
+    /// valid reply, its next request refers to it (origin = that reply's receive timestamp,
+    /// receive field = our receive time of it), asking for the reply's true transmit time.
+    /// Each reply is referred to once; after a lost reply the client sends basic until it has
+    /// another. Replies are counted by mode (basic, interleaved). A server keeping this state
+    /// per client address (meridian) interleaves only one client per source address: against
+    /// loopback each client has its own; elsewhere see `--source-cidr`. NTPv4 only.
+    #[arg(long)]
+    pub interleaved: bool,
+
     /// Socket layer.
     #[arg(long, value_enum, default_value_t = TransportKind::Auto)]
     pub transport: TransportKind,
@@ -339,6 +349,8 @@ pub struct Settings {
     pub batch: usize,
     pub max_lag: Duration,
     pub version: u8,
+    /// Interleaved requests (`--interleaved`).
+    pub interleaved: bool,
     pub transport: TransportKind,
     pub pin: bool,
     pub sources: Option<SourceRange>,
@@ -394,6 +406,9 @@ impl Args {
         }
         if self.window == 0 || self.batch == 0 || self.batch > 1024 {
             bail!("--window must be ≥ 1 and --batch 1..=1024");
+        }
+        if self.interleaved && self.ntp_version != 4 {
+            bail!("--interleaved needs --ntp-version 4 (RFC 9769 defines it for NTPv4)");
         }
         if self.sweep && self.rate == 0.0 && self.sweep_rates.is_empty() {
             bail!("--sweep needs a starting --rate > 0 or --sweep-rates");
@@ -462,6 +477,7 @@ impl Args {
             batch: self.batch,
             max_lag: Duration::from_micros(self.max_lag_us),
             version: self.ntp_version,
+            interleaved: self.interleaved,
             transport: self.transport,
             pin: !self.no_pin,
             sources,
@@ -514,6 +530,19 @@ mod tests {
         assert!(s.xdp.is_none());
         let a = Args::parse_from(["x", "--target", "127.0.0.1:123", "--threads", "16"]);
         assert_eq!(a.settings().unwrap().clients, 64);
+        assert!(!s.interleaved);
+    }
+
+    #[test]
+    fn interleaved_needs_ntpv4() {
+        let parse = |extra: &[&str]| {
+            let mut v = vec!["x", "--target", "127.0.0.1:123", "--interleaved"];
+            v.extend_from_slice(extra);
+            Args::parse_from(v).settings()
+        };
+        assert!(parse(&[]).unwrap().interleaved);
+        let e = parse(&["--ntp-version", "3"]).unwrap_err();
+        assert!(e.to_string().contains("--ntp-version 4"), "{e}");
     }
 
     #[cfg(target_os = "linux")]

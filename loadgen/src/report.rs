@@ -227,6 +227,30 @@ pub fn summary_table(r: &RunReport) -> String {
             .collect();
         let _ = writeln!(s, "   kiss-o'-death by code: {}", codes.join(", "));
     }
+    if r.interleaved {
+        let m = &r.modes;
+        let _ = writeln!(
+            s,
+            "   interleaved: {} requests, {} answered: {} interleaved ({:.1}%), {} basic; \
+             {} of {} valid replies interleaved ({:.1}%)",
+            m.interleaved_requests,
+            m.interleaved_requests_answered,
+            m.interleaved_replies,
+            100.0 * r.interleaved_fraction,
+            m.interleaved_requests_answered - m.interleaved_replies,
+            m.interleaved_replies,
+            r.valid,
+            100.0 * r.interleaved_fraction_of_valid
+        );
+        if let Some(src) = r.sources.as_ref().filter(|src| src.count < r.clients) {
+            let _ = writeln!(
+                s,
+                "   (the {} clients share {} source address(es): a server keeping interleaved \
+                 state per address, as meridian does, interleaves one client per address)",
+                r.clients, src.count
+            );
+        }
+    }
     let _ = writeln!(
         s,
         "   pacing: missed sends {}  max lag {}  mean lag {}  send errors {}  receive errors {}",
@@ -363,6 +387,44 @@ mod tests {
         let text = summary_table(&report(&stats, 8));
         assert!(
             text.contains("   clients: 8 from 127.0.0.1 (one source address"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn summary_gives_the_interleaved_share() {
+        let mut stats = crate::stats::Stats::default();
+        let ips: Vec<std::net::IpAddr> = (1..=4)
+            .map(|i| format!("127.0.0.{i}").parse().unwrap())
+            .collect();
+        stats.sources = crate::stats::Sources::of(&ips);
+        stats.valid = 40;
+        let addr = "127.0.0.1:123".parse().unwrap();
+        let report = |s: &crate::stats::Stats, clients| {
+            RunReport::new("t", addr, 100.0, 1.0, 0.0, 1, clients, s, 0.01)
+        };
+        // Without --interleaved: no line.
+        assert!(!summary_table(&report(&stats, 4)).contains("interleaved"));
+        stats.interleaved = true;
+        stats.modes = crate::stats::Modes {
+            interleaved_requests: 36,
+            interleaved_requests_answered: 36,
+            basic_replies: 8,
+            interleaved_replies: 32,
+        };
+        let text = summary_table(&report(&stats, 4));
+        assert!(
+            text.contains(
+                "\n   interleaved: 36 requests, 36 answered: 32 interleaved (88.9%), 4 basic; \
+                 32 of 40 valid replies interleaved (80.0%)\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("share"), "{text}");
+        // Eight clients over four addresses: said.
+        let text = summary_table(&report(&stats, 8));
+        assert!(
+            text.contains("the 8 clients share 4 source address(es)"),
             "{text}"
         );
     }

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use hdrhistogram::Histogram;
-use meridian::proto::server::client_request;
 use meridian::proto::UnixNanos;
 
 use crate::cli::{Settings, Target};
@@ -18,7 +17,9 @@ use crate::report::{progress_line, Counts, Tick};
 use crate::stats::{new_histogram, Sources, Stats};
 use crate::sys::{mono_ns, realtime, set_timer_slack_ns};
 use crate::transport::{self, Payload, Transport};
-use crate::validate::{judge, origin_of, unmatched_reason, Match, Table};
+use crate::validate::{
+    judge, origin_of, unmatched_reason, LastReplies, Match, Prev, ReplyMode, Table,
+};
 
 /// Poll exponent written into requests (64 s, what a well-behaved client would send).
 const REQUEST_POLL: i8 = 6;
@@ -97,6 +98,8 @@ struct Plan {
     timeout_ns: u64,
     max_offset_ns: i64,
     version: u8,
+    /// Interleaved requests (RFC 9769) once a client has a reply to refer to.
+    interleaved: bool,
 }
 
 /// Runs one measurement of `target` at `rate` (0 = closed loop) and returns the merged
@@ -146,6 +149,7 @@ pub fn run(settings: &Settings, target: &Target, rate: f64) -> Result<Stats> {
         timeout_ns: settings.timeout.as_nanos() as u64,
         max_offset_ns: settings.max_offset_ns,
         version: settings.version,
+        interleaved: settings.interleaved,
     };
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -239,8 +243,14 @@ fn worker(
     let nclients = tr.clients();
     let batch = tr.batch().max(1);
     let mut table = Table::new(thread);
+    if plan.interleaved {
+        table = table.interleaved();
+    }
+    // Each client's last valid reply, which its next request refers to in interleaved mode.
+    let mut last = LastReplies::new(nclients, plan.interleaved);
     let mut stats = Stats {
         transport: tr.name(),
+        interleaved: plan.interleaved,
         ..Stats::default()
     };
     let mut iv = Interval::default();
@@ -316,6 +326,7 @@ fn worker(
             let real = realtime();
             for &(client, k) in &todo {
                 payloads.clear();
+                let mut interleaved = 0;
                 for _ in 0..k {
                     if table.full() {
                         table.retire_oldest(|s| {
@@ -325,17 +336,22 @@ fn worker(
                             }
                         });
                     }
-                    let ts = table.insert(real, client, measuring);
-                    payloads.push(client_request(version, REQUEST_POLL, ts));
+                    let req = table.insert(real, client, measuring, last.take(client));
+                    interleaved += u64::from(req.interleaved.is_some());
+                    payloads.push(req.payload(version, REQUEST_POLL));
                 }
                 let sent = tr.send(client as usize, &payloads).unwrap_or(0);
                 for _ in sent..k {
-                    table.unsend_last();
+                    if let Some(prev) = table.unsend_last() {
+                        interleaved -= 1;
+                        last.offer(client, prev);
+                    }
                     if closed {
                         credits.push_back(client);
                     }
                 }
                 if measuring {
+                    stats.modes.interleaved_requests += interleaved;
                     stats.sent += sent as u64;
                     stats.send_errors += (k - sent) as u64;
                     iv.sent += sent as u64;
@@ -372,9 +388,20 @@ fn worker(
         let outcome = tr.recv(wait, batch * 4, &mut |meta, data| {
             let rx = UnixNanos(meta.rx_ns);
             match origin_of(data).map(|o| table.lookup(o)) {
-                Some(Match::Answer(slot)) => {
+                Some(Match::Answer(req, mode)) => {
+                    let slot = req.slot;
                     if closed {
                         credits.push_back(slot.client);
+                    }
+                    let verdict = judge(data, version, &req, mode, rx, max_offset);
+                    if let Ok((h, _)) = &verdict {
+                        // Warm-up replies too: the first measured requests can be interleaved.
+                        let prev = Prev {
+                            server_rx: h.receive_ts,
+                            sent_ns: slot.sent_ns,
+                            rx_ns: rx.0,
+                        };
+                        last.offer(slot.client, prev);
                     }
                     if !slot.measured {
                         return;
@@ -383,11 +410,14 @@ fn worker(
                     if meta.kernel_stamp {
                         stats.kernel_rx_stamps += 1;
                     }
-                    let sent = UnixNanos(slot.sent_ns);
-                    match judge(data, version, slot.ts, sent, rx, max_offset) {
+                    match verdict {
                         Ok((_, ex)) => {
-                            let rtt = rx.nanos_since(sent);
+                            let rtt = rx.nanos_since(UnixNanos(slot.sent_ns));
                             stats.record_valid(rtt, ex.t3.diff_nanos(ex.t2), ex.offset_nanos());
+                            stats.modes.count_reply(
+                                req.interleaved.is_some(),
+                                mode == ReplyMode::Interleaved,
+                            );
                             iv.valid += 1;
                             iv.rtt.saturating_record(rtt.max(0) as u64);
                         }

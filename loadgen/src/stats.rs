@@ -47,9 +47,14 @@ pub struct Stats {
     pub lag_count: u64,
     /// Replies with a kernel receive timestamp (the rest use a user-space clock read).
     pub kernel_rx_stamps: u64,
+    /// Requests and valid replies by mode, basic or interleaved.
+    pub modes: Modes,
+    /// Interleaved requests were sent (`--interleaved`).
+    pub interleaved: bool,
     /// Round-trip time (ns): our receive − our send.
     pub rtt: Histogram<u64>,
-    /// Server residence time (ns): its transmit − its receive.
+    /// Server residence time (ns): its transmit − its receive; for an interleaved reply the
+    /// true transmit time of the earlier reply it carries − that reply's receive time.
     pub residence: Histogram<u64>,
     /// Clock offset of the server (ns): min, max, sum over valid replies.
     pub offset_min_ns: i64,
@@ -59,6 +64,63 @@ pub struct Stats {
     pub transport: &'static str,
     /// The addresses the clients sent from.
     pub sources: Option<Sources>,
+}
+
+/// The measured requests and valid replies by mode: basic, or interleaved (RFC 9769). The
+/// same fields count in [`Stats`] and appear in the JSON report ([`RunReport`]).
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Modes {
+    /// Requests sent in interleaved form (origin = the client's last reply's receive
+    /// timestamp); the rest were basic.
+    pub interleaved_requests: u64,
+    /// Valid replies to interleaved requests, in either mode.
+    pub interleaved_requests_answered: u64,
+    /// Valid replies in basic mode (origin = the request's transmit timestamp).
+    pub basic_replies: u64,
+    /// Valid replies in interleaved mode (origin = the request's receive field).
+    pub interleaved_replies: u64,
+}
+
+impl Modes {
+    /// Counts one valid reply: to an interleaved request or not, in interleaved mode or not.
+    pub fn count_reply(&mut self, to_interleaved_request: bool, interleaved_reply: bool) {
+        self.interleaved_requests_answered += u64::from(to_interleaved_request);
+        if interleaved_reply {
+            self.interleaved_replies += 1;
+        } else {
+            self.basic_replies += 1;
+        }
+    }
+
+    pub fn merge(&mut self, o: &Modes) {
+        self.interleaved_requests += o.interleaved_requests;
+        self.interleaved_requests_answered += o.interleaved_requests_answered;
+        self.basic_replies += o.basic_replies;
+        self.interleaved_replies += o.interleaved_replies;
+    }
+
+    /// The share of interleaved replies among the valid replies to interleaved requests (0
+    /// when there were none).
+    pub fn interleaved_fraction(&self) -> f64 {
+        fraction(self.interleaved_replies, self.interleaved_requests_answered)
+    }
+
+    /// The share of interleaved replies among all valid replies (0 when there were none).
+    pub fn interleaved_fraction_of_valid(&self) -> f64 {
+        fraction(
+            self.interleaved_replies,
+            self.basic_replies + self.interleaved_replies,
+        )
+    }
+}
+
+/// `part / whole`, 0 when `whole` is 0.
+fn fraction(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
 }
 
 /// The source addresses of a run's clients.
@@ -114,6 +176,8 @@ impl Default for Stats {
             lag_sum_ns: 0,
             lag_count: 0,
             kernel_rx_stamps: 0,
+            modes: Modes::default(),
+            interleaved: false,
             rtt: new_histogram(),
             residence: new_histogram(),
             offset_min_ns: i64::MAX,
@@ -148,11 +212,7 @@ impl Stats {
 
     /// Lost fraction of the measured requests (0 when none were sent).
     pub fn loss(&self) -> f64 {
-        if self.sent == 0 {
-            0.0
-        } else {
-            self.lost as f64 / self.sent as f64
-        }
+        fraction(self.lost, self.sent)
     }
 
     pub fn merge(&mut self, o: &Stats) {
@@ -176,6 +236,8 @@ impl Stats {
         self.lag_sum_ns += o.lag_sum_ns;
         self.lag_count += o.lag_count;
         self.kernel_rx_stamps += o.kernel_rx_stamps;
+        self.modes.merge(&o.modes);
+        self.interleaved |= o.interleaved;
         self.rtt.add(&o.rtt).expect("same histogram shape");
         self.residence
             .add(&o.residence)
@@ -302,6 +364,15 @@ pub struct RunReport {
     pub max_lag_ns: u64,
     pub mean_lag_ns: f64,
     pub kernel_rx_stamps: u64,
+    /// Interleaved requests were sent (`--interleaved`).
+    pub interleaved: bool,
+    #[serde(flatten)]
+    pub modes: Modes,
+    /// [`Modes::interleaved_fraction`]: interleaved replies / valid replies to interleaved
+    /// requests.
+    pub interleaved_fraction: f64,
+    /// [`Modes::interleaved_fraction_of_valid`]: interleaved replies / valid replies.
+    pub interleaved_fraction_of_valid: f64,
     pub offset_ns: Option<OffsetReport>,
     pub rtt_ns: Summary,
     pub residence_ns: Summary,
@@ -364,6 +435,10 @@ impl RunReport {
                 s.lag_sum_ns as f64 / s.lag_count as f64
             },
             kernel_rx_stamps: s.kernel_rx_stamps,
+            interleaved: s.interleaved,
+            modes: s.modes,
+            interleaved_fraction: s.modes.interleaved_fraction(),
+            interleaved_fraction_of_valid: s.modes.interleaved_fraction_of_valid(),
             offset_ns: (s.valid > 0).then(|| OffsetReport {
                 min: s.offset_min_ns,
                 mean: s.offset_sum_ns as f64 / s.valid as f64,

@@ -8,45 +8,12 @@
 //! latencies achieved; the time limits only bound a hang.
 
 use std::fs::File;
-use std::net::UdpSocket;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{free_port, meridian_binary, ChildGuard};
-use meridian::proto::client::check_reply;
-use meridian::proto::server::client_request;
-use meridian::proto::{NtpTimestamp, UnixNanos};
-
-fn now() -> UnixNanos {
-    UnixNanos(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as i64,
-    )
-}
-
-/// True once the server at `port` answers one request with a valid reply.
-fn answers(port: u16) -> bool {
-    let Ok(sock) = UdpSocket::bind("127.0.0.1:0") else {
-        return false;
-    };
-    let _ = sock.set_read_timeout(Some(Duration::from_millis(200)));
-    let ts = NtpTimestamp::from_unix(now());
-    if sock
-        .send_to(&client_request(4, 6, ts), ("127.0.0.1", port))
-        .is_err()
-    {
-        return false;
-    }
-    let mut buf = [0u8; 512];
-    match sock.recv(&mut buf) {
-        Ok(n) => check_reply(&buf[..n], 4, ts).is_ok(),
-        Err(_) => false,
-    }
-}
+use common::{answers, free_port, meridian_binary, ChildGuard};
 
 #[test]
 fn twenty_thousand_per_second_against_meridian() {

@@ -5,41 +5,10 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{check_progress_adds_up, NtpServer};
-
-fn loadgen(args: &[&str]) -> (Output, serde_json::Value) {
-    let dir = std::env::temp_dir().join(format!(
-        "loadgen-modes-{}-{}",
-        std::process::id(),
-        args.join("_").replace(['/', ':', '.', ','], "")
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let json = dir.join("out.json");
-    let out = common::run_bounded(
-        {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_meridian-loadgen"));
-            c.args(args).arg("--json").arg(&json);
-            c
-        },
-        Duration::from_secs(120),
-    );
-    println!("{}", String::from_utf8_lossy(&out.stdout));
-    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-    let v = serde_json::from_str(&std::fs::read_to_string(&json).unwrap_or_default())
-        .unwrap_or(serde_json::Value::Null);
-    let _ = std::fs::remove_dir_all(&dir);
-    (out, v)
-}
-
-/// A count from a JSON run.
-fn count(run: &serde_json::Value, key: &str) -> u64 {
-    run[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no {key} in {run}"))
-}
+use common::{check_progress_adds_up, count, loadgen, NtpServer};
 
 #[test]
 fn closed_loop_with_warmup() {

@@ -1,11 +1,13 @@
 //! Helpers shared by the integration tests: bounded runs of the load generator, the server
-//! binary, and a small correct NTP server on 127.0.0.1 that counts what it answers. Child
-//! processes that are always stopped (by PID), the skip notice, free ports and namespaces come
-//! from `meridian-testkit`.
+//! binary, a small correct NTP server on 127.0.0.1 that counts what it answers (or answers as
+//! a test tells it), and chronyd as a server (`chrony`). Child processes that are always
+//! stopped (by PID), the skip notice, free ports and namespaces come from `meridian-testkit`.
 #![allow(dead_code, unused_imports)]
 
+pub mod chrony;
+
 use std::fs::File;
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +16,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use meridian::clock::ClockSnapshot;
-use meridian::proto::{respond, UnixNanos, MAX_REPLY_LEN};
+use meridian::proto::client::check_reply;
+use meridian::proto::server::client_request;
+use meridian::proto::{respond, NtpTimestamp, UnixNanos, MAX_REPLY_LEN};
 pub use meridian_testkit::{free_port, skip_notice, ChildGuard};
 
 /// `target/<profile>/meridian`, next to the `deps/` directory this test runs from.
@@ -64,6 +68,40 @@ pub fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
     output
 }
 
+/// Runs the load generator with `args` and `--json` (bounded: 120 s); prints its output and
+/// returns it with the JSON report (`Null` when none was written).
+pub fn loadgen(args: &[&str]) -> (Output, serde_json::Value) {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "loadgen-json-{}-{}",
+        std::process::id(),
+        RUNS.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("out.json");
+    let out = run_bounded(
+        {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_meridian-loadgen"));
+            c.args(args).arg("--json").arg(&json);
+            c
+        },
+        Duration::from_secs(120),
+    );
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    let v = serde_json::from_str(&std::fs::read_to_string(&json).unwrap_or_default())
+        .unwrap_or(serde_json::Value::Null);
+    let _ = std::fs::remove_dir_all(&dir);
+    (out, v)
+}
+
+/// A count from a JSON run.
+pub fn count(run: &serde_json::Value, key: &str) -> u64 {
+    run[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {key} in {run}"))
+}
+
 pub fn now() -> UnixNanos {
     UnixNanos(
         SystemTime::now()
@@ -71,6 +109,26 @@ pub fn now() -> UnixNanos {
             .unwrap()
             .as_nanos() as i64,
     )
+}
+
+/// True once the server at 127.0.0.1:`port` answers one request with a valid reply.
+pub fn answers(port: u16) -> bool {
+    let Ok(sock) = UdpSocket::bind("127.0.0.1:0") else {
+        return false;
+    };
+    let _ = sock.set_read_timeout(Some(Duration::from_millis(200)));
+    let ts = NtpTimestamp::from_unix(now());
+    if sock
+        .send_to(&client_request(4, 6, ts), ("127.0.0.1", port))
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = [0u8; 512];
+    match sock.recv(&mut buf) {
+        Ok(n) => check_reply(&buf[..n], 4, ts).is_ok(),
+        Err(_) => false,
+    }
 }
 
 /// What an [`NtpServer`] saw.
@@ -95,6 +153,26 @@ impl NtpServer {
     }
 
     pub fn with_budget(budget: u64) -> NtpServer {
+        let snap = ClockSnapshot::local(2, -20, now());
+        let mut out = [0u8; MAX_REPLY_LEN];
+        NtpServer::spawn(budget, move |req, _| {
+            let n = respond(req, &snap, now(), &mut out, now).ok()?;
+            Some(out[..n].to_vec())
+        })
+    }
+
+    /// A server that sends whatever `answer` makes of each request and its sender (nothing
+    /// for `None`): a test's own protocol behaviour, written as bytes.
+    pub fn answering(
+        answer: impl FnMut(&[u8], SocketAddr) -> Option<Vec<u8>> + Send + 'static,
+    ) -> NtpServer {
+        NtpServer::spawn(u64::MAX, answer)
+    }
+
+    fn spawn(
+        budget: u64,
+        mut answer: impl FnMut(&[u8], SocketAddr) -> Option<Vec<u8>> + Send + 'static,
+    ) -> NtpServer {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(20)))
             .unwrap();
@@ -102,9 +180,7 @@ impl NtpServer {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
-            let snap = ClockSnapshot::local(2, -20, now());
             let mut buf = [0u8; 2048];
-            let mut out = [0u8; MAX_REPLY_LEN];
             let mut served = Served::default();
             while !flag.load(Ordering::Relaxed) {
                 let Ok((len, from)) = sock.recv_from(&mut buf) else {
@@ -114,8 +190,8 @@ impl NtpServer {
                 if served.answered >= budget {
                     continue;
                 }
-                if let Ok(n) = respond(&buf[..len], &snap, now(), &mut out, now) {
-                    if sock.send_to(&out[..n], from).is_ok() {
+                if let Some(reply) = answer(&buf[..len], from) {
+                    if sock.send_to(&reply, from).is_ok() {
                         served.answered += 1;
                     }
                 }
