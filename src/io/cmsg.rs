@@ -105,12 +105,7 @@ pub fn write_pktinfo(info: &PktInfo, out: &mut [u8]) -> usize {
     let Some(buf) = out.get_mut(..total) else {
         return 0;
     };
-    buf.fill(0);
-    let len = HDR_LEN + data_len;
-    buf[..size_of::<usize>()].copy_from_slice(&len.to_ne_bytes());
-    buf[size_of::<usize>()..size_of::<usize>() + 4].copy_from_slice(&level.to_ne_bytes());
-    buf[size_of::<usize>() + 4..size_of::<usize>() + 8].copy_from_slice(&kind.to_ne_bytes());
-    let data = &mut buf[HDR_LEN..HDR_LEN + data_len];
+    let data = write_header(buf, level, kind, data_len);
     match info {
         PktInfo::V4 { addr, .. } => {
             // ipi_ifindex 0 (let routing choose); ipi_spec_dst = our source address (ip(7));
@@ -124,6 +119,32 @@ pub fn write_pktinfo(info: &PktInfo, out: &mut [u8]) -> usize {
         }
     }
     total
+}
+
+/// `SCM_TS_OPT_ID` (asm-generic/socket.h, Linux ≥ 6.13): the timestamp key of this one
+/// datagram, in place of the socket's implicit counter.
+pub const SCM_TS_OPT_ID: i32 = 81;
+
+/// Writes the SCM_TS_OPT_ID control message that gives a datagram's transmit timestamp the key
+/// `id` into `out`; returns the bytes used (0 if `out` is too small).
+pub fn write_ts_opt_id(id: u32, out: &mut [u8]) -> usize {
+    let total = space(4);
+    let Some(buf) = out.get_mut(..total) else {
+        return 0;
+    };
+    write_header(buf, libc::SOL_SOCKET, SCM_TS_OPT_ID, 4).copy_from_slice(&id.to_ne_bytes());
+    total
+}
+
+/// Zeroes `buf` (a whole message's space), writes a control-message header for `data_len`
+/// bytes of (`level`, `kind`) data and returns the data bytes.
+fn write_header(buf: &mut [u8], level: i32, kind: i32, data_len: usize) -> &mut [u8] {
+    buf.fill(0);
+    let len = HDR_LEN + data_len;
+    buf[..size_of::<usize>()].copy_from_slice(&len.to_ne_bytes());
+    buf[size_of::<usize>()..size_of::<usize>() + 4].copy_from_slice(&level.to_ne_bytes());
+    buf[size_of::<usize>() + 4..size_of::<usize>() + 8].copy_from_slice(&kind.to_ne_bytes());
+    &mut buf[HDR_LEN..len]
 }
 
 impl RecvMeta {
@@ -247,6 +268,55 @@ mod tests {
 
     fn timespec(secs: i64, nanos: i64) -> Vec<u8> {
         [secs.to_ne_bytes(), nanos.to_ne_bytes()].concat()
+    }
+
+    /// A `sock_extended_err` of `origin` carrying key `id`.
+    fn extended_err(origin: u8, id: u32) -> Vec<u8> {
+        let mut e = vec![0u8; 16];
+        e[0..4].copy_from_slice(&(libc::ENOMSG as u32).to_ne_bytes());
+        e[4] = origin;
+        e[8..12].copy_from_slice(&0u32.to_ne_bytes()); // ee_info: SCM_TSTAMP_SND
+        e[12..16].copy_from_slice(&id.to_ne_bytes());
+        e
+    }
+
+    #[test]
+    fn parses_a_transmit_timestamp_report_from_the_error_queue() {
+        let ts = [timespec(1_700_000_000, 5), timespec(0, 0), timespec(0, 0)].concat();
+        let mut buf = msg(libc::SOL_SOCKET, libc::SO_TIMESTAMPING, &ts);
+        buf.extend(msg(libc::SOL_IP, libc::IP_RECVERR, &extended_err(4, 77)));
+        let m = parse(&buf);
+        assert_eq!(m.tx_key, Some(77));
+        assert_eq!(m.software, Some(UnixNanos(1_700_000_000_000_000_005)));
+        // The IPv6 form too.
+        let v6 = msg(libc::SOL_IPV6, libc::IPV6_RECVERR, &extended_err(4, 9));
+        assert_eq!(parse(&v6).tx_key, Some(9));
+        // Another origin (an ICMP error) is no timestamp report.
+        let icmp = msg(libc::SOL_IP, libc::IP_RECVERR, &extended_err(2, 77));
+        assert_eq!(parse(&icmp).tx_key, None);
+        // Cut short: nothing read past the end.
+        let whole = msg(libc::SOL_IP, libc::IP_RECVERR, &extended_err(4, 77));
+        assert_eq!(parse(&whole[..whole.len() - 8]).tx_key, None);
+    }
+
+    #[test]
+    fn writes_the_timestamp_key_message() {
+        let mut out = [0xffu8; 64];
+        let n = write_ts_opt_id(0xdead_beef, &mut out);
+        assert_eq!(n, space(4));
+        assert_eq!(
+            out[..n],
+            msg(
+                libc::SOL_SOCKET,
+                SCM_TS_OPT_ID,
+                &0xdead_beefu32.to_ne_bytes()
+            )[..]
+        );
+        assert_eq!(
+            write_ts_opt_id(1, &mut out[..8]),
+            0,
+            "too small: nothing written"
+        );
     }
 
     #[test]

@@ -11,6 +11,8 @@
 
 #[cfg(linux_io)]
 pub mod cmsg;
+#[cfg(linux_io)]
+pub mod txstamps;
 pub mod udp;
 pub mod upstream;
 #[cfg(linux_io)]

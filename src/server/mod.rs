@@ -75,6 +75,7 @@ fn open_backend(opts: &Config, workers: usize) -> anyhow::Result<Opened> {
             &opts.server.listen,
             workers,
             opts.server.batch_size,
+            opts.server.interleaved && opts.clients.max > 0,
         )?)
     };
     match opts.server.backend {
@@ -125,6 +126,7 @@ fn open_backend(opts: &Config, workers: usize) -> anyhow::Result<Opened> {
                 &opts.server.listen,
                 workers,
                 opts.server.batch_size,
+                false,
             )?)
         }
         BackendKind::IoUring => {

@@ -45,3 +45,85 @@ pub fn chronyd_query(target: SocketAddr) -> RunOutput {
     let _ = std::fs::remove_file(&pid_path);
     out
 }
+
+/// One line of a chronyd client's measurements.log.
+#[derive(Clone, Copy, Debug)]
+pub struct Measurement {
+    /// The reply was interleaved (`4I`), not basic (`4B`).
+    pub interleaved: bool,
+    /// The measured offset, seconds.
+    pub offset: f64,
+}
+
+/// Runs a chronyd client (`-x`: the clock is never touched) with `xleave` against `target`,
+/// polling every 1/16 s for `secs` seconds, and returns the measurements it logged. `Err`
+/// says why chronyd cannot run here (a reason to skip).
+pub fn chronyd_xleave(target: SocketAddr, secs: u32) -> Result<Vec<Measurement>, String> {
+    if !Path::new(CHRONYD).is_file() {
+        return Err(format!(
+            "{CHRONYD} is not installed (apt-get install chrony)"
+        ));
+    }
+    let (uid, gid) = chrony_ids().ok_or("no _chrony user in /etc/passwd")?;
+    let dir = std::env::temp_dir().join(format!(
+        "meridian-itest-xleave-{}-{}",
+        std::process::id(),
+        target.port()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(|e| e.to_string())?;
+    let conf = dir.join("chrony.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "server {} port {} xleave minpoll -4 maxpoll -4 iburst\n\
+             logdir {d}\nlog measurements\npidfile {d}/chronyd.pid\ncmdport 0\n\
+             bindcmdaddress /\n",
+            target.ip(),
+            target.port(),
+            d = dir.display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    // SIGTERM after `secs` (chronyd then flushes its logs), bounded again from outside.
+    let out = run_bounded(
+        Command::new("timeout")
+            .args(["-s", "TERM", &secs.to_string(), CHRONYD, "-x", "-d", "-f"])
+            .arg(&conf),
+        Duration::from_secs(u64::from(secs) + 10),
+    )
+    .map_err(|e| format!("running chronyd: {e}"))?;
+    let log = std::fs::read_to_string(dir.join("measurements.log")).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    let lines: Vec<Measurement> = log.lines().filter_map(measurement).collect();
+    assert!(
+        !lines.is_empty(),
+        "chronyd logged no measurement: {}",
+        out.all()
+    );
+    Ok(lines)
+}
+
+/// Parses a measurements.log data line (`date time IP L St ... offset delay ... 4I K K`).
+fn measurement(line: &str) -> Option<Measurement> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    if f.len() < 17 || !f[0].starts_with("20") {
+        return None;
+    }
+    let mode = f[f.len() - 3];
+    Some(Measurement {
+        interleaved: mode.ends_with('I'),
+        offset: f[11].parse().ok()?,
+    })
+}
+
+/// The uid and gid chronyd drops root to (Debian's `_chrony`).
+fn chrony_ids() -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 4 && f[0] == "_chrony")
+            .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+    })
+}

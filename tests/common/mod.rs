@@ -29,7 +29,9 @@ pub use meridian_testkit::{
 };
 
 pub use backends::{backend_name, backends};
-pub use chrony::{chrony_offset, chronyd_query, chronyd_query_args, CHRONYD};
+pub use chrony::{
+    chrony_offset, chronyd_query, chronyd_query_args, chronyd_xleave, Measurement, CHRONYD,
+};
 pub use clients::{python_with_ntplib, query_offset};
 pub use fake_upstream::{FakeBehaviour, FakeUpstream};
 pub use ntp::{

@@ -17,6 +17,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use crate::clock::{RawStamp, TimestampQuality};
 use crate::datapath::{Arrival, Verdict, Worker};
 use crate::io::cmsg;
+use crate::io::txstamps::PendingTx;
 use crate::io::{Opened, SetupError, WorkerContext, WorkerIo};
 use crate::proto::{DropReason, MAX_REPLY_LEN};
 use crate::sys;
@@ -28,8 +29,10 @@ const RX_BUF: usize = 2048;
 const RX_CTRL: usize = 256;
 /// Reply slot: the longest reply rounded up.
 const TX_BUF: usize = 64;
-/// Control buffer per reply: one PKTINFO message.
-const TX_CTRL: usize = cmsg::space(20);
+/// Control buffer per reply: a PKTINFO message and a timestamp key (SCM_TS_OPT_ID).
+const TX_CTRL: usize = cmsg::space(20) + cmsg::space(4);
+/// Control buffer per error-queue report: SCM_TIMESTAMPING and the extended error.
+const ERR_CTRL: usize = 256;
 /// How long poll(2) waits before the stop flag is looked at again.
 const POLL_MS: i32 = 100;
 /// Batches drained from one socket before the others (and the stop flag) get a turn.
@@ -56,13 +59,46 @@ pub struct UdpWorker {
     tx: Batch<TX_BUF, TX_CTRL>,
     /// The source address of each datagram of the current batch, read once.
     srcs: Vec<Option<SocketAddr>>,
+    /// Transmit timestamps (interleaved mode): the error-queue batch and the replies waiting
+    /// for their stamp; `None` when off or refused by the kernel.
+    tx_stamps: Option<(Batch<8, ERR_CTRL>, PendingTx)>,
 }
 
-/// Opens one SO_REUSEPORT socket per worker and address.
-pub fn open(listen: &[SocketAddr], workers: usize, batch: usize) -> Result<Opened, SetupError> {
+/// Opens one SO_REUSEPORT socket per worker and address. With `tx_stamps` (interleaved mode),
+/// replies are stamped by the kernel as they leave (software TX timestamps on the error queue,
+/// each matched to its reply by a key sent with it), when the kernel can.
+pub fn open(
+    listen: &[SocketAddr],
+    workers: usize,
+    batch: usize,
+    tx_stamps: bool,
+) -> Result<Opened, SetupError> {
     let batch = batch.clamp(1, MAX_BATCH);
     let sockets = bind_workers(listen, workers)?;
     let rx_stamping = sockets.worst_stamping();
+    let tx_stamps = tx_stamps && {
+        let all = sockets
+            .per_worker
+            .iter()
+            .flatten()
+            .try_for_each(|l| enable_tx_timestamps(&l.fd));
+        match all.and_then(|()| probe_tx_key()) {
+            Ok(()) => {
+                tracing::info!("udp: replies get kernel transmit timestamps (interleaved mode)");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "udp: no kernel transmit timestamps ({e}); interleaved replies carry the \
+                     transmit time read just before sending"
+                );
+                for l in sockets.per_worker.iter().flatten() {
+                    let _ = setsockopt_fd(&l.fd, TIMESTAMPING_RX_SOFTWARE);
+                }
+                false
+            }
+        }
+    };
     let out: Vec<Box<dyn WorkerIo>> = sockets
         .per_worker
         .into_iter()
@@ -72,6 +108,7 @@ pub fn open(listen: &[SocketAddr], workers: usize, batch: usize) -> Result<Opene
                 rx: Batch::with_capacity(batch),
                 tx: Batch::with_capacity(batch),
                 srcs: Vec::with_capacity(batch),
+                tx_stamps: tx_stamps.then(|| (Batch::with_capacity(batch), PendingTx::default())),
             }) as Box<dyn WorkerIo>
         })
         .collect();
@@ -321,6 +358,85 @@ pub fn enable_rx_tx_timestamps(s: &Socket) -> std::io::Result<()> {
     )
 }
 
+/// [`enable_rx_tx_timestamps`] on a serving socket's descriptor.
+fn enable_tx_timestamps(fd: &OwnedFd) -> std::io::Result<()> {
+    setsockopt_fd(fd, TIMESTAMPING_RX_SOFTWARE | TIMESTAMPING_TX_SOFTWARE)
+}
+
+/// Sets SO_TIMESTAMPING to `flags` on `fd`.
+fn setsockopt_fd(fd: &OwnedFd, flags: u32) -> std::io::Result<()> {
+    let s = socket2::SockRef::from(fd);
+    setsockopt_int(&s, libc::SOL_SOCKET, libc::SO_TIMESTAMPING, flags as i32)
+}
+
+/// Checks that the kernel takes a timestamp key per datagram (SCM_TS_OPT_ID, Linux 6.13):
+/// one datagram to a socket of our own on loopback, sent with key 0x5eed, must come back on
+/// the error queue with that key. Without it keys would be the socket's implicit counter,
+/// which a failed send silently shifts: stamps then are not used at all.
+fn probe_tx_key() -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.bind(&SockAddr::from(SocketAddr::from(([127, 0, 0, 1], 0))))?;
+    let fd: OwnedFd = s.into();
+    enable_tx_timestamps(&fd)?;
+    let sock = std::net::UdpSocket::from(fd);
+    let to = sock.local_addr()?;
+    let mut ctrl = Ctrl([0u8; ERR_CTRL]);
+    let clen = cmsg::write_ts_opt_id(0x5eed, &mut ctrl.0);
+    let name = SockAddr::from(to);
+    let mut payload = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: payload.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: all-zero is a valid empty msghdr; the fields set below point at live locals.
+    let mut h: libc::msghdr = unsafe { zeroed() };
+    h.msg_name = name.as_ptr() as *mut libc::c_void;
+    h.msg_namelen = name.len();
+    h.msg_iov = &mut iov;
+    h.msg_iovlen = 1;
+    h.msg_control = ctrl.0.as_mut_ptr().cast();
+    h.msg_controllen = clen;
+    // SAFETY: `h` points at a live name, one iovec and `clen` bytes of control data; the
+    // kernel only reads them.
+    if unsafe { libc::sendmsg(sock.as_raw_fd(), &h, 0) } < 0 {
+        return Err(Error::last_os_error());
+    }
+    // The report is queued while sendmsg runs on loopback; allow a moment anyway.
+    for _ in 0..50 {
+        let mut ctrl = Ctrl([0u8; ERR_CTRL]);
+        // SAFETY: as above, with the control buffer writable for its full size.
+        let mut r: libc::msghdr = unsafe { zeroed() };
+        r.msg_iov = &mut iov;
+        r.msg_iovlen = 1;
+        r.msg_control = ctrl.0.as_mut_ptr().cast();
+        r.msg_controllen = ERR_CTRL;
+        // SAFETY: `r` describes live, writable buffers of the sizes given.
+        let n = unsafe {
+            libc::recvmsg(
+                sock.as_raw_fd(),
+                &mut r,
+                libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
+            )
+        };
+        if n >= 0 {
+            let meta = cmsg::parse(&ctrl.0[..r.msg_controllen.min(ERR_CTRL)]);
+            return match (meta.tx_key, meta.software) {
+                (Some(0x5eed), Some(_)) => Ok(()),
+                (key, _) => Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!("the kernel ignores SCM_TS_OPT_ID (key {key:?})"),
+                )),
+            };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    Err(Error::new(
+        ErrorKind::TimedOut,
+        "no transmit timestamp came back on the error queue",
+    ))
+}
+
 pub(crate) fn setsockopt_int(s: &Socket, level: i32, name: i32, value: i32) -> std::io::Result<()> {
     // SAFETY: the fd is a live socket owned by `s`; the option value points at a local i32 whose
     // size is passed alongside, and the kernel only reads it.
@@ -499,7 +615,7 @@ impl UdpWorker {
                     &snap,
                     sys::clock::now,
                 );
-                let Verdict::Reply { len: reply_len, .. } = verdict else {
+                let Verdict::Reply { len: reply_len, tx } = verdict else {
                     continue;
                 };
                 // Address the reply: the request's source, from the request's destination.
@@ -507,19 +623,75 @@ impl UdpWorker {
                 let th = &mut self.tx.hdrs[m];
                 th.msg_hdr.msg_namelen = h.msg_hdr.msg_namelen;
                 self.tx.iov[m].iov_len = reply_len;
-                th.msg_hdr.msg_controllen = match meta.dst {
-                    Some(dst) if wildcard => cmsg::write_pktinfo(&dst, &mut self.tx.ctrl[m].0),
+                let ctrl = &mut self.tx.ctrl[m].0;
+                let mut used = match meta.dst {
+                    Some(dst) if wildcard => cmsg::write_pktinfo(&dst, ctrl),
                     _ => 0,
                 };
+                if let (Some(token), Some((_, pending))) = (tx, &mut self.tx_stamps) {
+                    used += cmsg::write_ts_opt_id(pending.register(token), &mut ctrl[used..]);
+                }
+                th.msg_hdr.msg_controllen = used;
                 m += 1;
             }
             self.send(fd, m, worker);
+            self.read_tx_stamps(fd, ctx, worker);
             ctx.counters.flush(worker.tally());
             if n < batch {
                 break;
             }
         }
         Ok(())
+    }
+
+    /// Hands the transmit timestamps waiting on `fd`'s error queue to the worker (never
+    /// blocks; a report without a known key is ignored).
+    fn read_tx_stamps(&mut self, fd: RawFd, ctx: &WorkerContext, worker: &mut Worker) {
+        let Some((errq, pending)) = &mut self.tx_stamps else {
+            return;
+        };
+        let mut snap = None;
+        loop {
+            let cap = errq.hdrs.len();
+            for h in errq.hdrs.iter_mut() {
+                h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
+                h.msg_hdr.msg_controllen = ERR_CTRL;
+                h.msg_hdr.msg_flags = 0;
+            }
+            // SAFETY: `hdrs` are initialised mmsghdrs over this batch's live buffers of the
+            // sizes recorded in them. MSG_ERRQUEUE | MSG_DONTWAIT: only queued reports, never
+            // a wait.
+            let n = unsafe {
+                libc::recvmmsg(
+                    fd,
+                    errq.hdrs.as_mut_ptr(),
+                    cap as u32,
+                    libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            if n <= 0 {
+                return;
+            }
+            for i in 0..n as usize {
+                let len = errq.hdrs[i].msg_hdr.msg_controllen.min(ERR_CTRL);
+                let meta = cmsg::parse(&errq.ctrl[i].0[..len]);
+                let (Some(key), Some(raw)) = (meta.tx_key, meta.software) else {
+                    continue;
+                };
+                if let Some(token) = pending.take(key) {
+                    let snap = snap.get_or_insert_with(|| ctx.clock.load());
+                    let stamp = RawStamp {
+                        raw,
+                        quality: TimestampQuality::Kernel,
+                    };
+                    worker.on_tx_stamp(token, stamp, snap);
+                }
+            }
+            if (n as usize) < cap {
+                return;
+            }
+        }
     }
 
     /// Sends the first `m` prepared replies; failures are counted, never waited on.
