@@ -104,10 +104,22 @@ fn start_server(ns: &Namespaces, backend: &str, port: u16, log: &Path) -> ChildG
 }
 
 fn loadgen(ns: &Namespaces, target: &str, extra: &[&str], json: &Path) -> Output {
+    loadgen_at(
+        ns,
+        target,
+        &["--rate", "20000", "--duration", "2"],
+        extra,
+        json,
+    )
+}
+
+/// [`loadgen`] with another `load` (`--rate`, `--duration`).
+fn loadgen_at(ns: &Namespaces, target: &str, load: &[&str], extra: &[&str], json: &Path) -> Output {
     let mut c = ns.in_cli(Path::new(env!("CARGO_BIN_EXE_meridian-loadgen")));
     c.args(["--target", target, "--transport", "xdp"])
         .args(["--interface", &format!("{}-c0", ns.name)])
-        .args(["--rate", "20000", "--duration", "2", "--quiet"])
+        .args(load)
+        .arg("--quiet")
         // Loss under load is the machine's: only invalid replies or losing most fail the run.
         .args(["--timeout-ms", "2000", "--max-loss", "0.5"])
         .arg("--json")
@@ -189,6 +201,35 @@ fn xdp_transport_against_udp_and_xdp_backends() {
                 .stdout;
             assert!(!link.contains("xdp"), "{what}: still attached: {link}");
         }
+        // Interleaved requests from frames built here: three clients, one per source
+        // address (the server keeps interleaved state per address), 300 requests/s.
+        let what = format!("--backend {backend}, --interleaved");
+        let json = dir.join(format!("{backend}-interleaved.json"));
+        let load = ["--rate", "300", "--duration", "1", "--warmup", "0.5"];
+        let extra = [
+            "--interleaved",
+            "--clients",
+            "3",
+            "--source-cidr",
+            "fd00:201::101/126",
+        ];
+        let out = loadgen_at(&ns, "[fd00:201::1]:123", &load, &extra, &json);
+        assert!(out.status.success(), "{what}: {out:?}");
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let run = &v["runs"][0];
+        let count = |key: &str| run[key].as_u64().unwrap_or_else(|| panic!("{what}: {key}"));
+        assert_eq!(run["transport"], "xdp", "{what}");
+        assert_eq!(count("invalid"), 0, "{what}: {run}");
+        let (answered, interleaved) = (
+            count("interleaved_requests_answered"),
+            count("interleaved_replies"),
+        );
+        assert!(answered > 0, "{what}: {run}");
+        assert!(interleaved * 10 >= answered * 9, "{what}: {run}");
+        eprintln!(
+            "{what}: {interleaved} of {answered} replies to interleaved requests interleaved"
+        );
         assert!(server.stop().is_some(), "meridian stopped on SIGTERM");
     }
     let _ = std::fs::remove_dir_all(&dir);
