@@ -9,9 +9,11 @@
 //! setters never panic, whatever the buffer: a field that is not there reads as 0 (a payload as
 //! empty) and is not written. What is *accepted* — which versions, options, fragments or
 //! checksums a receiver answers — is the caller's policy, not the view's (the xdp backend's is
-//! in `io::xdp::frame`).
+//! in `meridian::io::xdp::frame`).
 //!
-//! The views are meridian's own, shaped after smoltcp's `wire` module.
+//! The views are meridian's own, shaped after smoltcp's `wire` module. This crate has no
+//! dependencies and is platform-independent; `meridian` re-exports it as `meridian::wire`, and
+//! the tests of `meridian-bpf` (which `meridian` depends on) build their frames with it.
 #![forbid(unsafe_code)]
 
 pub mod checksum;

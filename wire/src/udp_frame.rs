@@ -96,7 +96,7 @@ pub fn build_udp(buf: &mut [u8], spec: &UdpFrameSpec, payload: &[u8]) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::checksum;
+    use crate::checksum;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     const A: [u8; 6] = [2, 0, 0, 0, 0, 1];
