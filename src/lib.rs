@@ -36,4 +36,6 @@ pub mod server;
 #[cfg_attr(linux_io, allow(unsafe_code))]
 #[allow(clippy::disallowed_methods)]
 pub mod sys;
-pub mod wire;
+/// Ethernet/VLAN, IPv4, IPv6 and UDP views, the checksum and the UDP frame builder: the
+/// `meridian-wire` crate (`wire/`), which the tests of the `bpf/` crate use too.
+pub use meridian_wire as wire;

@@ -270,10 +270,16 @@ fn afxdp_receives(test: &str, tag: &str, hardware: bool) {
             assert!(meta.is_valid(), "{meta:?}");
             assert_eq!(meta.is_ipv6(), ipv6, "{meta:?}");
             assert!(!meta.has_vlan());
-            let udp = meta.udp_offset();
-            assert_eq!(udp, if ipv6 { 54 } else { 34 });
-            assert_eq!(&frame[udp + 2..udp + 4], &12300u16.to_be_bytes()[..]);
-            assert_eq!(&frame[udp + 8..], payload.as_bytes());
+            let at = meta.udp_offset();
+            assert_eq!(at, if ipv6 { 54 } else { 34 });
+            let udp = udp_at(&frame, at);
+            assert_eq!(udp.dst_port(), 12300);
+            assert_eq!(udp.payload(), payload.as_bytes());
+            assert_eq!(
+                at + usize::from(udp.len()),
+                frame.len(),
+                "the datagram ends the frame"
+            );
             if meta.kind == RxMeta::KIND_SOFTWARE_TAI {
                 let after = now_tai_ns();
                 assert!(

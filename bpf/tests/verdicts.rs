@@ -14,6 +14,8 @@ use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 
 use common::*;
 use meridian_bpf::{PortMatch, ProgramConfig, RxMeta, XdpAction, XdpProgram, XskMap};
+use meridian_wire::ethernet::ethertype::{ARP, IPV4, IPV6, QINQ, VLAN};
+use meridian_wire::protocol::UDP;
 
 const PORT: u16 = 123;
 
@@ -71,12 +73,12 @@ fn assert_served(config: &ProgramConfig, frame: &[u8], flags: u32, udp_offset: u
         "{what}: TAI stamp {} within [{before}, {after}]",
         meta.timestamp_ns
     );
-    let port_at = udp_offset + config.port_match.udp_offset() as usize;
-    assert_eq!(
-        &frame[port_at..port_at + 2],
-        &[(PORT >> 8) as u8, PORT as u8][..],
-        "{what}: the matched port"
-    );
+    let udp = udp_at(frame, udp_offset);
+    let matched = match config.port_match {
+        PortMatch::Destination => udp.dst_port(),
+        PortMatch::Source => udp.src_port(),
+    };
+    assert_eq!(matched, PORT, "{what}: the matched port");
 
     let with_socket = Fixture::new(config, true);
     let r = with_socket.prog.test_run(frame).unwrap();
@@ -126,45 +128,39 @@ fn served_frames_reach_the_socket_with_metadata() {
     let cfg = ProgramConfig::new(&[PORT]);
     assert_served(&cfg, &udp4(PORT), 0, 34, "IPv4 UDP");
     assert_served(&cfg, &udp6(PORT), RxMeta::FLAG_IPV6, 54, "IPv6 UDP");
-    let v4 = ipv4(IPPROTO_UDP, &udp(5000, PORT));
-    let v6 = ipv6(IPPROTO_UDP, &udp(5000, PORT));
+    let v4 = ipv4(UDP, &udp(5000, PORT));
+    let v6 = ipv6(UDP, &udp(5000, PORT));
     assert_served(
         &cfg,
-        &eth_vlan(0x8100, 42, ETH_P_IP, &v4),
+        &eth_vlan(VLAN, 42, IPV4, &v4),
         RxMeta::FLAG_VLAN,
         38,
         "802.1Q IPv4",
     );
     assert_served(
         &cfg,
-        &eth_vlan(0x88a8, 42, ETH_P_IP, &v4),
+        &eth_vlan(QINQ, 42, IPV4, &v4),
         RxMeta::FLAG_VLAN,
         38,
         "802.1ad IPv4",
     );
     assert_served(
         &cfg,
-        &eth_vlan(0x8100, 7, ETH_P_IPV6, &v6),
+        &eth_vlan(VLAN, 7, IPV6, &v6),
         RxMeta::FLAG_VLAN | RxMeta::FLAG_IPV6,
         58,
         "802.1Q IPv6",
     );
     // IPv4 options: IHL 6 and 15 (maximum) move the UDP header.
     let opt4 = [1u8, 1, 1, 0];
-    let frame = eth(
-        ETH_P_IP,
-        &ipv4_full(IPPROTO_UDP, 0, &opt4, &udp(5000, PORT)),
-    );
+    let frame = eth(IPV4, &ipv4_full(UDP, NO_FLAGS, &opt4, &udp(5000, PORT)));
     assert_served(&cfg, &frame, 0, 38, "IPv4 with options (IHL 6)");
     let opt40 = [1u8; 40];
-    let frame = eth(
-        ETH_P_IP,
-        &ipv4_full(IPPROTO_UDP, 0, &opt40, &udp(5000, PORT)),
-    );
+    let frame = eth(IPV4, &ipv4_full(UDP, NO_FLAGS, &opt40, &udp(5000, PORT)));
     assert_served(&cfg, &frame, 0, 74, "IPv4 IHL 15");
     // Minimum: exactly the UDP header, no payload.
     let mut frame = udp4(PORT);
-    frame.truncate(14 + 20 + 8);
+    frame.truncate(ETH_LEN + IPV4_LEN + UDP_LEN);
     assert_served(&cfg, &frame, 0, 34, "IPv4 UDP header only");
 }
 
@@ -198,27 +194,24 @@ fn everything_else_goes_to_the_kernel() {
     }
     let cfg = ProgramConfig::new(&[PORT]);
     let arp = eth(
-        ETH_P_ARP,
+        ARP,
         &[
             0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 1, 10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 10, 0, 0, 2,
         ],
     );
     assert_passed(&cfg, &arp, "ARP");
-    let icmp = eth(
-        ETH_P_IP,
-        &ipv4(IPPROTO_ICMP, &[8, 0, 0xf7, 0xff, 0, 0, 0, 0]),
-    );
+    let icmp = eth(IPV4, &ipv4(IPPROTO_ICMP, &[8, 0, 0xf7, 0xff, 0, 0, 0, 0]));
     assert_passed(&cfg, &icmp, "ICMP echo");
-    let icmp6 = eth(ETH_P_IPV6, &ipv6(58, &[128, 0, 0, 0, 0, 0, 0, 0]));
+    let icmp6 = eth(IPV6, &ipv6(58, &[128, 0, 0, 0, 0, 0, 0, 0]));
     assert_passed(&cfg, &icmp6, "ICMPv6 echo");
     assert_passed(
         &cfg,
-        &eth(ETH_P_IP, &ipv4(IPPROTO_TCP, &tcp(5000, PORT))),
+        &eth(IPV4, &ipv4(IPPROTO_TCP, &tcp(5000, PORT))),
         "TCP to the port (IPv4)",
     );
     assert_passed(
         &cfg,
-        &eth(ETH_P_IPV6, &ipv6(IPPROTO_TCP, &tcp(5000, PORT))),
+        &eth(IPV6, &ipv6(IPPROTO_TCP, &tcp(5000, PORT))),
         "TCP to the port (IPv6)",
     );
     assert_passed(&cfg, &udp4(PORT + 1), "UDP to another port");
@@ -226,38 +219,32 @@ fn everything_else_goes_to_the_kernel() {
     // Source port = served port, destination another: not a request to us.
     assert_passed(
         &cfg,
-        &eth(ETH_P_IP, &ipv4(IPPROTO_UDP, &udp(PORT, 5000))),
+        &eth(IPV4, &ipv4(UDP, &udp(PORT, 5000))),
         "UDP from the port",
     );
 
     // Fragments: first fragment (MF), middle, last (offset only), MF without DF.
     for (frag, what) in [
-        (0x2000u16, "first fragment (MF)"),
-        (0x2000 | 185, "middle fragment"),
-        (185, "last fragment"),
-        (0x4000 | 1, "offset with DF"),
+        (MF, "first fragment (MF)"),
+        (MF.at(185 * 8), "middle fragment"),
+        (NO_FLAGS.at(185 * 8), "last fragment"),
+        (DF.at(8), "offset with DF"),
     ] {
-        let f = eth(
-            ETH_P_IP,
-            &ipv4_full(IPPROTO_UDP, frag, &[], &udp(5000, PORT)),
-        );
+        let f = eth(IPV4, &ipv4_full(UDP, frag, &[], &udp(5000, PORT)));
         assert_passed(&cfg, &f, what);
     }
     // IPv6 with a hop-by-hop header, and a fragment header, in front of UDP.
-    let mut hbh = vec![IPPROTO_UDP, 0, 1, 4, 0, 0, 0, 0];
+    let mut hbh = vec![UDP, 0, 1, 4, 0, 0, 0, 0];
     hbh.extend_from_slice(&udp(5000, PORT));
-    assert_passed(&cfg, &eth(ETH_P_IPV6, &ipv6(0, &hbh)), "IPv6 hop-by-hop");
-    let mut fragh = vec![IPPROTO_UDP, 0, 0, 1, 0, 0, 0, 1];
+    assert_passed(&cfg, &eth(IPV6, &ipv6(0, &hbh)), "IPv6 hop-by-hop");
+    let mut fragh = vec![UDP, 0, 0, 1, 0, 0, 0, 1];
     fragh.extend_from_slice(&udp(5000, PORT));
-    assert_passed(
-        &cfg,
-        &eth(ETH_P_IPV6, &ipv6(44, &fragh)),
-        "IPv6 fragment header",
-    );
+    assert_passed(&cfg, &eth(IPV6, &ipv6(44, &fragh)), "IPv6 fragment header");
 
     // Truncated frames (test_run needs at least 14 bytes).
     let full = udp4(PORT);
-    for len in [14usize, 20, 33, 34, 41] {
+    let (ip4, ip6) = (ETH_LEN + IPV4_LEN, ETH_LEN + IPV6_LEN);
+    for len in [ETH_LEN, ETH_LEN + 6, ip4 - 1, ip4, ip4 + UDP_LEN - 1] {
         assert_passed(
             &cfg,
             &full[..len],
@@ -265,16 +252,17 @@ fn everything_else_goes_to_the_kernel() {
         );
     }
     let full6 = udp6(PORT);
-    for len in [14usize, 53, 61] {
+    for len in [ETH_LEN, ip6 - 1, ip6 + UDP_LEN - 1] {
         assert_passed(
             &cfg,
             &full6[..len],
             &format!("IPv6 UDP truncated to {len} bytes"),
         );
     }
-    let v4 = ipv4(IPPROTO_UDP, &udp(5000, PORT));
-    let tagged = eth_vlan(0x8100, 1, ETH_P_IP, &v4);
-    for len in [14usize, 17, 37] {
+    let v4 = ipv4(UDP, &udp(5000, PORT));
+    let tagged = eth_vlan(VLAN, 1, IPV4, &v4);
+    let tag_end = ETH_LEN + VLAN_TAG_LEN;
+    for len in [ETH_LEN, tag_end - 1, tag_end + IPV4_LEN - 1] {
         assert_passed(
             &cfg,
             &tagged[..len],
@@ -283,27 +271,24 @@ fn everything_else_goes_to_the_kernel() {
     }
     // IHL claims options the frame does not have: UDP header would be out of bounds.
     let mut f = udp4(PORT);
-    f[14] = 0x4f;
-    f.truncate(14 + 20 + 8 + 10);
+    ipv4_header(&mut f).set_version_and_header_len(60);
+    f.truncate(ip4 + UDP_LEN + 10);
     assert_passed(&cfg, &f, "IHL 15 beyond the frame");
 
     // Bad IHL (< 5) and wrong IP versions.
     for ihl in 0u8..5 {
         let mut f = udp4(PORT);
-        f[14] = 0x40 | ihl;
+        ipv4_header(&mut f).set_version_and_ihl(4, ihl);
         assert_passed(&cfg, &f, &format!("IHL {ihl}"));
     }
     let mut f = udp4(PORT);
-    f[14] = 0x65; // version 6 under EtherType IPv4
+    ipv4_header(&mut f).set_version_and_ihl(6, 5);
     assert_passed(&cfg, &f, "version 6 in an IPv4 EtherType");
     let mut f = udp6(PORT);
-    f[14] = 0x40; // version 4 under EtherType IPv6
+    ipv6_header(&mut f).set_version(4);
     assert_passed(&cfg, &f, "version 4 in an IPv6 EtherType");
     // Two VLAN tags (QinQ) are not parsed.
-    let inner = eth_vlan(0x8100, 2, ETH_P_IP, &v4);
-    let mut qinq = inner[..12].to_vec();
-    qinq.extend_from_slice(&[0x88, 0xa8, 0, 1]);
-    qinq.extend_from_slice(&inner[12..]);
+    let qinq = eth_vlan(QINQ, 1, VLAN, &vlan(2, IPV4, &v4));
     assert_passed(&cfg, &qinq, "two VLAN tags");
 }
 
@@ -343,8 +328,8 @@ fn source_port_match_takes_replies_from_the_server_port() {
     cfg.port_match = PortMatch::Source;
     // Replies: from the server's port to any client port.
     for client_port in [1u16, 1024, 40000, 65535] {
-        let v4 = eth(ETH_P_IP, &ipv4(IPPROTO_UDP, &udp(PORT, client_port)));
-        let v6 = eth(ETH_P_IPV6, &ipv6(IPPROTO_UDP, &udp(PORT, client_port)));
+        let v4 = eth(IPV4, &ipv4(UDP, &udp(PORT, client_port)));
+        let v6 = eth(IPV6, &ipv6(UDP, &udp(PORT, client_port)));
         assert_served(&cfg, &v4, 0, 34, "IPv4 reply from the server port");
         assert_served(
             &cfg,
@@ -354,10 +339,10 @@ fn source_port_match_takes_replies_from_the_server_port() {
             "IPv6 reply from the server port",
         );
     }
-    let v4 = ipv4(IPPROTO_UDP, &udp(PORT, 40000));
+    let v4 = ipv4(UDP, &udp(PORT, 40000));
     assert_served(
         &cfg,
-        &eth_vlan(0x8100, 42, ETH_P_IP, &v4),
+        &eth_vlan(VLAN, 42, IPV4, &v4),
         RxMeta::FLAG_VLAN,
         38,
         "802.1Q IPv4 reply",
@@ -366,17 +351,14 @@ fn source_port_match_takes_replies_from_the_server_port() {
     assert_passed(&cfg, &udp4(PORT), "IPv4 request to the port");
     assert_passed(&cfg, &udp6(PORT), "IPv6 request to the port");
     for sport in [122u16, 124, u16::from_be_bytes([123, 0])] {
-        let f = eth(ETH_P_IP, &ipv4(IPPROTO_UDP, &udp(sport, 40000)));
+        let f = eth(IPV4, &ipv4(UDP, &udp(sport, 40000)));
         assert_passed(&cfg, &f, "other source port");
     }
     assert_passed(
         &cfg,
-        &eth(ETH_P_IP, &ipv4(IPPROTO_TCP, &tcp(PORT, 40000))),
+        &eth(IPV4, &ipv4(IPPROTO_TCP, &tcp(PORT, 40000))),
         "TCP from the port",
     );
-    let frag = eth(
-        ETH_P_IP,
-        &ipv4_full(IPPROTO_UDP, 0x2000, &[], &udp(PORT, 40000)),
-    );
+    let frag = eth(IPV4, &ipv4_full(UDP, MF, &[], &udp(PORT, 40000)));
     assert_passed(&cfg, &frag, "fragment from the port");
 }

@@ -1,73 +1,37 @@
-//! Hand-built frames for the hostile-frame test and their sending from an AF_PACKET socket
-//! (moved here unchanged from the test file).
+//! Frames for the hostile-frame test, built and changed through `meridian::wire` (the views and
+//! the frame builder the server itself parses and answers with), and their sending from an
+//! AF_PACKET socket.
 
-use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use crate::{c6, s6, C4};
+use meridian::wire::ethernet::{self, ethertype};
+use meridian::wire::{ipv4, ipv6, udp};
 
-fn fold(mut sum: u64) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
+/// The IPv4 header of an untagged IPv4 frame, to change a field through the view.
+pub fn ipv4_header(frame: &mut [u8]) -> ipv4::Packet<&mut [u8]> {
+    ipv4::Packet::new_unchecked(&mut frame[ethernet::HEADER_LEN..])
 }
 
-fn sum16(mut sum: u64, data: &[u8]) -> u64 {
-    for c in data.chunks(2) {
-        sum += u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    sum
+/// The UDP header of an untagged IPv4 or IPv6 frame, to change a field through the view.
+pub fn udp_header(frame: &mut [u8]) -> udp::Packet<&mut [u8]> {
+    let ip_len = match ethernet::Frame::new_unchecked(&*frame).ethertype() {
+        ethertype::IPV6 => ipv6::HEADER_LEN,
+        _ => ipv4::Packet::new_unchecked(&frame[ethernet::HEADER_LEN..]).header_len(),
+    };
+    udp::Packet::new_unchecked(&mut frame[ethernet::HEADER_LEN + ip_len..])
 }
 
-/// A UDP datagram from 40001 to 123 with a correct checksum over the pseudo-header.
-pub fn udp(src: &[u8], dst: &[u8], payload: &[u8]) -> Vec<u8> {
-    let len = 8 + payload.len();
-    let mut u = vec![0x9c, 0x41, 0, 123];
-    u.extend_from_slice(&(len as u16).to_be_bytes());
-    u.extend_from_slice(&[0, 0]);
-    u.extend_from_slice(payload);
-    let mut s = 17 + len as u64;
-    s = sum16(s, src);
-    s = sum16(s, dst);
-    let c = !fold(sum16(s, &u));
-    u[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
-    u
-}
-
-pub fn ipv4(dst: Ipv4Addr, frag: u16, options: &[u8], l4: &[u8]) -> Vec<u8> {
-    let ihl = 5 + options.len() / 4;
-    let total = ihl * 4 + l4.len();
-    let mut h = vec![0x40 | ihl as u8, 0];
-    h.extend_from_slice(&(total as u16).to_be_bytes());
-    h.extend_from_slice(&[0, 1]);
-    h.extend_from_slice(&frag.to_be_bytes());
-    h.extend_from_slice(&[64, 17, 0, 0]);
-    h.extend_from_slice(&C4.octets());
-    h.extend_from_slice(&dst.octets());
-    h.extend_from_slice(options);
-    let c = !fold(sum16(0, &h));
-    h[10..12].copy_from_slice(&c.to_be_bytes());
-    h.extend_from_slice(l4);
-    h
-}
-
-pub fn ipv6(l4: &[u8]) -> Vec<u8> {
-    let mut h = vec![0x60, 0, 0, 0];
-    h.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-    h.extend_from_slice(&[17, 64]);
-    h.extend_from_slice(&c6().octets());
-    h.extend_from_slice(&s6().octets());
-    h.extend_from_slice(l4);
-    h
-}
-
-pub fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16, l3: &[u8]) -> Vec<u8> {
-    let mut f = dst.to_vec();
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&ethertype.to_be_bytes());
-    f.extend_from_slice(l3);
-    f
+/// `frame` (untagged IPv4 without options) with `options` (a multiple of 4 bytes) after its
+/// fixed IP header; header length, total length and header checksum follow.
+pub fn with_ipv4_options(mut frame: Vec<u8>, options: &[u8]) -> Vec<u8> {
+    let at = ethernet::HEADER_LEN + ipv4::HEADER_LEN;
+    frame.splice(at..at, options.iter().map(|_| 0));
+    let mut ip = ipv4_header(&mut frame);
+    ip.set_version_and_header_len(ipv4::HEADER_LEN + options.len());
+    ip.set_total_len(ip.total_len() + options.len() as u16);
+    ip.options_mut().copy_from_slice(options);
+    ip.fill_checksum();
+    frame
 }
 
 /// Sends raw frames out of `dev` (AF_PACKET) from the calling thread's namespace.
@@ -89,7 +53,8 @@ pub fn send_frames(dev: &str, frames: &[Vec<u8>]) {
     sa.sll_ifindex = ifindex as i32;
     sa.sll_halen = 6;
     for f in frames {
-        sa.sll_addr[..6].copy_from_slice(&f[..6]);
+        let dst = ethernet::Frame::new_unchecked(&f[..]).dst_addr();
+        sa.sll_addr[..6].copy_from_slice(&dst.0);
         // SAFETY: `f` is readable for its length and `sa` is a valid sockaddr_ll of the size
         // passed.
         let r = unsafe {

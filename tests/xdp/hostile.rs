@@ -1,12 +1,15 @@
 //! Hostile frames from a packet socket in the client namespace: never answered, each counted
 //! by its drop reason, and the worker still answers afterwards.
 
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
+
+use meridian::wire::ethernet;
+use meridian::wire::{build_udp_vec, UdpFrameSpec};
 
 use crate::clients::query_ok;
 use crate::common::{counter, parse_reply, request};
-use crate::frames::{eth, ipv4, ipv6, send_frames, udp};
+use crate::frames::{ipv4_header, send_frames, udp_header, with_ipv4_options};
 use crate::server::XdpServer;
 use crate::{c6, s6, C4, S4};
 
@@ -16,65 +19,79 @@ pub fn hostile_frames_are_dropped_and_counted(mode: &str) {
     let smac = pair.server.mac("va");
     let cmac = pair.client.mac("vb");
     let req = |tag: u64| request(4, 3, tag);
-    let (s4, c4) = (S4.octets(), C4.octets());
-    let (s6o, c6o) = (s6().octets(), c6().octets());
-    let good4 = |tag: u64| ipv4(S4, 0x4000, &[], &udp(&c4, &s4, &req(tag)));
-    let e4 = |l3: Vec<u8>| eth(smac, cmac, 0x0800, &l3);
-    let e6 = |l3: Vec<u8>| eth(smac, cmac, 0x86dd, &l3);
+    // UDP from the client's port 40001 to `dst`, from vb to va, with both checksums.
+    let to = |dst: SocketAddr, payload: &[u8]| {
+        let src = match dst {
+            SocketAddr::V4(_) => SocketAddr::from((C4, 40001)),
+            SocketAddr::V6(_) => SocketAddr::from((c6(), 40001)),
+        };
+        let spec = UdpFrameSpec {
+            src_mac: cmac,
+            dst_mac: smac,
+            src,
+            dst,
+        };
+        build_udp_vec(&spec, payload).expect("a UDP frame")
+    };
+    let (srv4, srv6) = (SocketAddr::from((S4, 123)), SocketAddr::from((s6(), 123)));
+    let good4 = |tag: u64| to(srv4, &req(tag));
+    let good6 = |tag: u64| to(srv6, &req(tag));
 
     let mut malformed = Vec::new();
     // IP total length beyond the frame (a truncated frame).
     let mut f = good4(1);
     f.truncate(f.len() - 10);
-    malformed.push(e4(f));
+    malformed.push(f);
     // UDP length too large, too small.
     for ulen in [200u16, 7] {
         let mut f = good4(2);
-        f[24..26].copy_from_slice(&ulen.to_be_bytes());
-        malformed.push(e4(f));
+        udp_header(&mut f).set_len(ulen);
+        malformed.push(f);
     }
     // IP options (a no-op option word).
-    malformed.push(e4(ipv4(S4, 0x4000, &[1, 1, 1, 0], &udp(&c4, &s4, &req(3)))));
+    malformed.push(with_ipv4_options(good4(3), &[1, 1, 1, 0]));
     // Wrong UDP checksum (IPv4 and IPv6), zero checksum over IPv6.
-    let mut f = good4(4);
-    f[26] ^= 0x5a;
-    malformed.push(e4(f));
-    let mut u = udp(&c6o, &s6o, &req(5));
-    u[6] ^= 0x5a;
-    malformed.push(e6(ipv6(&u)));
-    let mut u = udp(&c6o, &s6o, &req(6));
-    u[6..8].copy_from_slice(&[0, 0]);
-    malformed.push(e6(ipv6(&u)));
+    for mut f in [good4(4), good6(5)] {
+        let mut u = udp_header(&mut f);
+        u.set_checksum(u.checksum() ^ 0x5a00);
+        malformed.push(f);
+    }
+    let mut f = good6(6);
+    udp_header(&mut f).set_checksum(0);
+    malformed.push(f);
     // Bad IPv4 header checksum.
     let mut f = good4(7);
-    f[10] ^= 0x33;
-    malformed.push(e4(f));
+    let mut ip = ipv4_header(&mut f);
+    ip.set_checksum(ip.checksum() ^ 0x3300);
+    malformed.push(f);
 
     let mut others = Vec::new();
     // A too-short NTP payload (valid UDP).
-    others.push(e4(ipv4(S4, 0x4000, &[], &udp(&c4, &s4, &req(8)[..20]))));
+    others.push(to(srv4, &req(8)[..20]));
     // Mode 6 (control) request.
-    let mut ctl = req(9);
-    ctl[0] = (2 << 3) | 6;
-    others.push(e4(ipv4(S4, 0x4000, &[], &udp(&c4, &s4, &ctl))));
+    others.push(to(srv4, &request(2, 6, 9)));
     // Another destination address on the same wire.
     let other = Ipv4Addr::new(10, 203, 0, 77);
-    others.push(e4(ipv4(
-        other,
-        0x4000,
-        &[],
-        &udp(&c4, &other.octets(), &req(10)),
-    )));
+    others.push(to((other, 123).into(), &req(10)));
     // Fragments: the program passes them to the kernel (no socket there): no answer either.
-    let mut frag = vec![e4(ipv4(S4, 0x2000, &[], &udp(&c4, &s4, &req(11))))];
-    frag.push(e4(ipv4(S4, 0x0004, &[], &udp(&c4, &s4, &req(12)))));
-    // Runt frames (shorter than any header).
-    let runts = vec![
-        eth(smac, cmac, 0x0800, &[0x45, 0]),
-        eth(smac, cmac, 0x86dd, &[]),
-    ];
+    // A first fragment (MF) and a last one (offset 32 bytes), neither with DF.
+    let mut frag = Vec::new();
+    for (tag, more_frags, offset) in [(11, true, 0), (12, false, 32)] {
+        let mut f = good4(tag);
+        let mut ip = ipv4_header(&mut f);
+        ip.set_frag(false, more_frags, offset);
+        ip.fill_checksum();
+        frag.push(f);
+    }
+    // Runt frames (shorter than any header): an Ethernet header and the first two bytes of
+    // IPv4 (version/IHL, DSCP), or nothing after it.
+    let mut runt4 = good4(0);
+    runt4.truncate(ethernet::HEADER_LEN + 2);
+    let mut runt6 = good6(0);
+    runt6.truncate(ethernet::HEADER_LEN);
+    let runts = vec![runt4, runt6];
     // Finally one valid crafted request: answered (full checksum verified).
-    let valid = e4(good4(100));
+    let valid = good4(100);
 
     let all: Vec<Vec<u8>> = malformed
         .iter()

@@ -1,5 +1,5 @@
 //! Shared helpers for the kernel-facing tests: privilege checks, the test program, namespaces
-//! (from `meridian-testkit`) and hand-built frames (`frames.rs`).
+//! (from `meridian-testkit`) and frames built with `meridian-wire` (`frames.rs`).
 #![allow(dead_code, unused_imports)]
 
 mod frames;

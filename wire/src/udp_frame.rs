@@ -93,10 +93,18 @@ pub fn build_udp(buf: &mut [u8], spec: &UdpFrameSpec, payload: &[u8]) -> Option<
     Some(len)
 }
 
+/// The frame [`build_udp`] writes, in a buffer of its own of just its length (for tests and
+/// tools that do not write into a ring); `None` where [`build_udp`] refuses.
+pub fn build_udp_vec(spec: &UdpFrameSpec, payload: &[u8]) -> Option<Vec<u8>> {
+    let mut frame = vec![0; spec.header_len() + payload.len()];
+    build_udp(&mut frame, spec, payload)?;
+    Some(frame)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::checksum;
+    use crate::checksum;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     const A: [u8; 6] = [2, 0, 0, 0, 0, 1];
@@ -147,6 +155,33 @@ mod tests {
         assert_eq!((ip.src_addr(), ip.dst_addr()), (a, b));
         let u = udp::Packet::new_checked(ip.payload()).unwrap();
         assert!(u.verify_checksum(a.into(), b.into()));
+    }
+
+    #[test]
+    fn a_frame_of_its_own() {
+        for s in [
+            spec(
+                Ipv4Addr::new(10, 0, 0, 1).into(),
+                Ipv4Addr::new(10, 0, 0, 2).into(),
+            ),
+            spec(
+                "fd00::1".parse::<Ipv6Addr>().unwrap().into(),
+                "fd00::2".parse::<Ipv6Addr>().unwrap().into(),
+            ),
+        ] {
+            let mut buf = [0xaau8; 128];
+            let n = build_udp(&mut buf, &s, &[7; 48]).unwrap();
+            assert_eq!(build_udp_vec(&s, &[7; 48]).unwrap(), &buf[..n]);
+        }
+        let mixed = spec(
+            Ipv4Addr::new(10, 0, 0, 1).into(),
+            "fd00::2".parse::<Ipv6Addr>().unwrap().into(),
+        );
+        assert_eq!(build_udp_vec(&mixed, &[0; 48]), None);
+        assert_eq!(
+            build_udp_vec(&spec(mixed.src.ip(), mixed.src.ip()), &[0; 65_510]),
+            None
+        );
     }
 
     #[test]

@@ -9,9 +9,11 @@
 //! setters never panic, whatever the buffer: a field that is not there reads as 0 (a payload as
 //! empty) and is not written. What is *accepted* — which versions, options, fragments or
 //! checksums a receiver answers — is the caller's policy, not the view's (the xdp backend's is
-//! in `io::xdp::frame`).
+//! in `meridian::io::xdp::frame`).
 //!
-//! The views are meridian's own, shaped after smoltcp's `wire` module.
+//! The views are meridian's own, shaped after smoltcp's `wire` module. This crate has no
+//! dependencies and is platform-independent; `meridian` re-exports it as `meridian::wire`, and
+//! the tests of `meridian-bpf` (which `meridian` depends on) build their frames with it.
 #![forbid(unsafe_code)]
 
 pub mod checksum;
@@ -21,7 +23,7 @@ pub mod ipv6;
 pub mod udp;
 pub mod udp_frame;
 
-pub use udp_frame::{build_udp, UdpFrameSpec};
+pub use udp_frame::{build_udp, build_udp_vec, UdpFrameSpec};
 
 use std::ops::Range;
 
@@ -128,14 +130,21 @@ mod tests {
             f.swap_addresses();
             f.set_ethertype(1);
             let _ = f.payload_mut();
+            let mut t = ethernet::VlanTag::new_unchecked(&mut b[..]);
+            t.set_tci(1);
+            let _ = t.payload_mut();
             let mut p = ipv4::Packet::new_unchecked(&mut b[..]);
             p.swap_addresses();
             p.set_frag(true, true, 8);
             p.fill_checksum();
+            let _ = p.options_mut();
             let _ = p.payload_mut();
+            p.set_version_and_ihl(15, 15);
+            let _ = p.options_mut();
             let mut p = ipv6::Packet::new_unchecked(&mut b[..]);
             p.swap_addresses();
             p.set_version_tc_flow(1, 2);
+            p.set_version(15);
             let _ = p.payload_mut();
             let mut p = udp::Packet::new_unchecked(&mut b[..]);
             p.swap_ports();

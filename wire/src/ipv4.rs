@@ -194,10 +194,16 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets version 4 and the header length (a multiple of 4, 20..=60).
     pub fn set_version_and_header_len(&mut self, header_len: usize) {
         debug_assert!(header_len % 4 == 0 && (HEADER_LEN..=60).contains(&header_len));
+        self.set_version_and_ihl(4, (header_len / 4) as u8);
+    }
+
+    /// Writes the version and IHL nibbles as given (their low 4 bits), whatever they say: for
+    /// headers that must be wrong (a test's IHL below 5, version 6 under IPv4's EtherType).
+    pub fn set_version_and_ihl(&mut self, version: u8, ihl: u8) {
         set_u8(
             self.buffer.as_mut(),
             field::VER_IHL,
-            0x40 | ((header_len / 4) as u8 & 0x0f),
+            (version << 4) | (ihl & 0x0f),
         );
     }
 
@@ -255,6 +261,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn fill_checksum(&mut self) {
         let c = !checksum::fold(self.header_sum());
         self.set_checksum(c);
+    }
+
+    /// The options (as [`Packet::options`]), to write them once the header length is set.
+    pub fn options_mut(&mut self) -> &mut [u8] {
+        let header_len = self.header_len();
+        let b = self.buffer.as_mut();
+        let end = header_len.min(b.len());
+        b.get_mut(HEADER_LEN..end).unwrap_or_default()
     }
 
     /// The payload (as [`Packet::payload`]).
@@ -353,6 +367,59 @@ mod tests {
         assert!(p.verify_checksum(), "the checksum covers the options");
         assert!(p.is_fragment() && p.more_frags() && !p.dont_frag());
         assert_eq!(p.frag_offset(), 24);
+    }
+
+    #[test]
+    fn options_written_through_the_view() {
+        let mut b = packet();
+        b.splice(20..20, [0; 8]);
+        let mut p = Packet::new_unchecked(&mut b[..]);
+        p.set_version_and_header_len(28);
+        p.set_total_len(32);
+        p.options_mut().copy_from_slice(&[1, 1, 1, 0, 7, 4, 0, 0]);
+        p.fill_checksum();
+        assert_eq!(&b[20..28], &[1, 1, 1, 0, 7, 4, 0, 0]);
+        let p = Packet::new_checked(&b[..]).unwrap();
+        assert_eq!(p.options(), &[1, 1, 1, 0, 7, 4, 0, 0]);
+        assert_eq!(p.payload(), &[1, 2, 3, 4]);
+        assert!(p.verify_checksum());
+        // Without options, or with a header the buffer does not hold, as far as it goes.
+        let mut b = packet();
+        assert!(Packet::new_unchecked(&mut b[..]).options_mut().is_empty());
+        let mut short = packet();
+        short[0] = 0x46; // IHL 6, but only 2 bytes after the fixed header
+        short.truncate(22);
+        assert_eq!(
+            Packet::new_unchecked(&mut short[..]).options_mut(),
+            &mut [1, 2]
+        );
+        short[0] = 0x44; // IHL 4: no options
+        assert!(Packet::new_unchecked(&mut short[..])
+            .options_mut()
+            .is_empty());
+    }
+
+    #[test]
+    fn any_version_and_ihl_can_be_written() {
+        let mut b = packet();
+        for (version, ihl, byte) in [(4, 0, 0x40), (4, 4, 0x44), (6, 5, 0x65), (4, 15, 0x4f)] {
+            let mut p = Packet::new_unchecked(&mut b[..]);
+            p.set_version_and_ihl(version, ihl);
+            assert_eq!(
+                (p.version(), p.header_len()),
+                (version, usize::from(ihl) * 4)
+            );
+            assert_eq!(b[0], byte);
+        }
+        // Only the low nibbles count; the rest of the header is untouched.
+        let mut p = Packet::new_unchecked(&mut b[..]);
+        p.set_version_and_ihl(0x14, 0x25);
+        assert_eq!((p.version(), p.header_len()), (4, 20));
+        p.set_version_and_header_len(24);
+        assert_eq!((p.version(), p.header_len()), (4, 24));
+        assert_eq!(&b[1..], &packet()[1..]);
+        let mut empty = [0u8; 0];
+        Packet::new_unchecked(&mut empty[..]).set_version_and_ihl(4, 5);
     }
 
     #[test]

@@ -115,6 +115,13 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         set_bytes(self.buffer.as_mut(), field::VER_TC_FLOW, &v.to_be_bytes());
     }
 
+    /// Writes the version (its low 4 bits) and keeps traffic class and flow label: for a header
+    /// that must be wrong (version 4 under IPv6's EtherType).
+    pub fn set_version(&mut self, version: u8) {
+        let v = (self.ver_tc_flow() & 0x0fff_ffff) | (u32::from(version & 0x0f) << 28);
+        set_bytes(self.buffer.as_mut(), field::VER_TC_FLOW, &v.to_be_bytes());
+    }
+
     pub fn set_payload_len(&mut self, v: u16) {
         set_u16(self.buffer.as_mut(), field::LENGTH, v);
     }
@@ -209,6 +216,24 @@ mod tests {
             Packet::new_checked(&padded[..]).unwrap().payload(),
             &[1, 2, 3, 4]
         );
+    }
+
+    #[test]
+    fn set_version_keeps_class_and_flow() {
+        let mut b = packet();
+        let mut p = Packet::new_unchecked(&mut b[..]);
+        p.set_version(4);
+        assert_eq!(
+            (p.version(), p.traffic_class(), p.flow_label()),
+            (4, 0xb8, 0x12345)
+        );
+        assert_eq!(&b[..4], &[0x4b, 0x81, 0x23, 0x45]);
+        assert_eq!(&b[4..], &packet()[4..]);
+        Packet::new_unchecked(&mut b[..]).set_version(0x36);
+        assert_eq!(b[0], 0x6b, "only the low nibble counts");
+        let mut short = [0u8; 3];
+        Packet::new_unchecked(&mut short[..]).set_version(6);
+        assert_eq!(short, [0; 3]);
     }
 
     #[test]

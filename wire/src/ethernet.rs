@@ -218,6 +218,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> VlanTag<T> {
     pub fn set_ethertype(&mut self, v: u16) {
         set_u16(self.buffer.as_mut(), field::INNER_ETHERTYPE, v);
     }
+
+    /// What follows the tag (as [`VlanTag::payload`]).
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        self.buffer
+            .as_mut()
+            .get_mut(field::TAG_PAYLOAD..)
+            .unwrap_or_default()
+    }
 }
 
 #[cfg(test)]
@@ -300,5 +308,23 @@ mod tests {
         tag.set_tci(7);
         tag.set_ethertype(ethertype::IPV6);
         assert_eq!(&b[12..18], &[0x88, 0xa8, 0, 7, 0x86, 0xdd]);
+    }
+
+    #[test]
+    fn a_tag_and_its_payload_written_through_the_view() {
+        let mut b = [0u8; 7];
+        let mut tag = VlanTag::new_unchecked(&mut b[..]);
+        tag.set_tci(42);
+        tag.set_ethertype(ethertype::IPV4);
+        tag.payload_mut().copy_from_slice(&[0x45, 0, 9]);
+        assert_eq!(b, [0, 42, 0x08, 0x00, 0x45, 0, 9]);
+        assert_eq!(
+            VlanTag::new_checked(&b[..]).unwrap().payload(),
+            &[0x45, 0, 9]
+        );
+        let mut short = [0u8; 3];
+        assert!(VlanTag::new_unchecked(&mut short[..])
+            .payload_mut()
+            .is_empty());
     }
 }
