@@ -264,16 +264,21 @@ impl Runner {
                 next_update = Instant::now() + UPDATE_EVERY;
             }
         }
-        if let Some(sys) = &self.system {
-            if let (Some(path), Some((f, _))) =
-                (&self.settings.clock.drift_file, self.core.frequency())
-            {
-                if let Err(e) = write_drift(path, sys.drift_ppm(f)) {
-                    tracing::warn!("discipline: writing {}: {e}", path.display());
-                }
+        self.save_drift();
+        tracing::info!("discipline: stopped");
+    }
+
+    /// Writes the drift file (`system` mode, once the frequency is known).
+    fn save_drift(&self) {
+        if let (Some(path), Some((f, _)), Some(sys)) = (
+            &self.settings.clock.drift_file,
+            self.core.frequency(),
+            &self.system,
+        ) {
+            if let Err(e) = write_drift(path, sys.drift_ppm(f)) {
+                tracing::warn!("discipline: writing {}: {e}", path.display());
             }
         }
-        tracing::info!("discipline: stopped");
     }
 
     /// Lends the sources the core and the runner's time scales.
@@ -339,15 +344,7 @@ impl Runner {
         self.write_status();
         if self.system.is_some() && Instant::now() >= self.next_drift {
             self.next_drift = Instant::now() + DRIFT_EVERY;
-            if let (Some(path), Some((f, _)), Some(sys)) = (
-                &self.settings.clock.drift_file,
-                self.core.frequency(),
-                &self.system,
-            ) {
-                if let Err(e) = write_drift(path, sys.drift_ppm(f)) {
-                    tracing::warn!("discipline: writing {}: {e}", path.display());
-                }
-            }
+            self.save_drift();
         }
     }
 
