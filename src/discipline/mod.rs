@@ -63,6 +63,7 @@ pub mod leap;
 pub mod resolver;
 pub mod select;
 pub mod served;
+pub mod sources;
 pub mod system;
 pub mod thread;
 

@@ -1,5 +1,14 @@
 //! Deterministic helpers for the discipline's tests (no `rand` dependency).
 
+use std::time::Instant;
+
+/// The start of virtual monotonic time: read once, and the tests only add durations to it (the
+/// code under test takes its instants as arguments and never reads the clock).
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn virtual_epoch() -> Instant {
+    Instant::now()
+}
+
 /// A xorshift64* generator: deterministic per seed, good enough for simulated noise.
 pub(crate) struct Rng(u64);
 
