@@ -43,11 +43,14 @@ pub enum Counter {
     /// Transmit timestamps that came too late (the client's record holds a newer reply, or
     /// belongs to another client now) or were no better than the estimate.
     TxStampsUnused,
+    /// Transmit timestamps asked for that never came back: the send failed, or the backend's
+    /// ring of pending replies moved past the reply before the kernel reported it.
+    TxStampsLost,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 8] = [
+    pub const ALL: [Counter; 9] = [
         Counter::Received,
         Counter::Answered,
         Counter::RxBuffersExhausted,
@@ -56,6 +59,7 @@ impl Counter {
         Counter::Interleaved,
         Counter::TxStamped,
         Counter::TxStampsUnused,
+        Counter::TxStampsLost,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -70,6 +74,7 @@ impl Counter {
             Counter::Interleaved => "interleaved",
             Counter::TxStamped => "tx_stamped",
             Counter::TxStampsUnused => "tx_stamps_unused",
+            Counter::TxStampsLost => "tx_stamps_lost",
         }
     }
 }

@@ -165,6 +165,13 @@ impl Worker {
         });
     }
 
+    /// The transmit timestamp of a reply handed out with a token will never come (its send
+    /// failed, or the backend stopped waiting for it): counted, the estimate stays.
+    #[inline]
+    pub fn on_tx_stamp_lost(&mut self) {
+        self.tally.count(Counter::TxStampsLost);
+    }
+
     /// A reply the kernel would not take (buffer full, no route): never waited on.
     #[inline]
     pub fn on_send_failed(&mut self) {

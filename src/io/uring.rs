@@ -16,7 +16,7 @@
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::io;
-use std::mem::{size_of, size_of_val, zeroed};
+use std::mem::{size_of, zeroed};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -120,9 +120,16 @@ fn release_at_least(release: &str, major: u32, minor: u32) -> bool {
 }
 
 /// Opens the worker sockets; each worker builds its ring with a buffer ring sized for `batch`.
-pub fn open(listen: &[SocketAddr], workers: usize, batch: usize) -> Result<Opened, SetupError> {
+/// `tx_stamps` is not served yet: interleaved replies carry the transmit estimate.
+pub fn open(
+    listen: &[SocketAddr],
+    workers: usize,
+    batch: usize,
+    tx_stamps: bool,
+) -> Result<Opened, SetupError> {
+    let _ = tx_stamps;
     let buffers = rx_buffers_for(batch);
-    let sockets = bind_workers(listen, workers)?;
+    let sockets = bind_workers(listen, workers, false)?;
     let rx_stamping = sockets.worst_stamping();
     let first = sockets
         .bound
@@ -566,105 +573,9 @@ impl UringLoop {
     }
 }
 
-/// A transmit timestamp read back from a socket's error queue.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ErrQueueStamp {
-    pub raw: crate::proto::UnixNanos,
-    /// The datagram's key: the socket's send counter when it was sent (OPT_ID).
-    pub key: u32,
-}
-
-/// Reads one transmit timestamp from `fd`'s error queue through `ring` (RecvMsg with
-/// MSG_ERRQUEUE), the path interleaved mode uses. `Ok(None)` when the queue is empty.
-pub fn recv_tx_timestamp(ring: &mut IoUring, fd: RawFd) -> io::Result<Option<ErrQueueStamp>> {
-    let mut ctrl = [0u64; 32];
-    let mut data = [0u8; 64];
-    let mut iov = libc::iovec {
-        iov_base: data.as_mut_ptr().cast(),
-        iov_len: data.len(),
-    };
-    // SAFETY: msghdr is a plain C struct; zero is a valid empty value, filled in below.
-    let mut hdr: libc::msghdr = unsafe { zeroed() };
-    hdr.msg_iov = &mut iov;
-    hdr.msg_iovlen = 1;
-    hdr.msg_control = ctrl.as_mut_ptr().cast();
-    hdr.msg_controllen = size_of_val(&ctrl);
-    let e = opcode::RecvMsg::new(Fd(fd), &mut hdr)
-        .flags(libc::MSG_ERRQUEUE as u32)
-        .build()
-        .user_data(KIND_RECV);
-    // SAFETY: `hdr`, `iov`, `data` and `ctrl` live on this stack frame until the completion is
-    // reaped below (submit_and_wait(1) returns only after it).
-    unsafe { ring.submission().push(&e) }
-        .map_err(|_| io::Error::from(io::ErrorKind::WouldBlock))?;
-    ring.submit_and_wait(1)?;
-    let Some(cqe) = ring.completion().next() else {
-        return Ok(None);
-    };
-    if cqe.result() < 0 {
-        return match -cqe.result() {
-            libc::EAGAIN => Ok(None),
-            e => Err(io::Error::from_raw_os_error(e)),
-        };
-    }
-    let ctrl_len = hdr.msg_controllen.min(size_of_val(&ctrl));
-    // SAFETY: `ctrl` is u64-aligned storage of size_of_val(&ctrl) bytes; reading it as bytes is
-    // valid, and the kernel wrote `ctrl_len` of them.
-    let bytes = unsafe { std::slice::from_raw_parts(ctrl.as_ptr().cast::<u8>(), ctrl_len) };
-    let meta = cmsg::parse(bytes);
-    Ok(match (meta.software, meta.tx_key) {
-        (Some(raw), Some(key)) => Some(ErrQueueStamp { raw, key }),
-        _ => None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn transmit_timestamp_through_the_error_queue() {
-        if let Err(why) = probe() {
-            meridian_testkit::skip_notice(&format!("io_uring unavailable: {why}"));
-            return;
-        }
-        use socket2::{Domain, Socket, Type};
-        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let tx = Socket::new(Domain::IPV4, Type::DGRAM, None).unwrap();
-        tx.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-            .unwrap();
-        super::super::udp::linux::enable_rx_tx_timestamps(&tx).unwrap();
-        let mut ring = IoUring::new(8).unwrap();
-        let before = sys::clock::now();
-        for _ in 0..2 {
-            tx.send_to(&[0x23; 48], &rx.local_addr().unwrap().into())
-                .unwrap();
-        }
-        let mut got = Vec::new();
-        for _ in 0..50 {
-            if let Some(t) = recv_tx_timestamp(&mut ring, tx.as_raw_fd()).unwrap() {
-                got.push(t);
-                if got.len() == 2 {
-                    break;
-                }
-            } else {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        let after = sys::clock::now();
-        assert_eq!(
-            got.len(),
-            2,
-            "two transmit timestamps expected, got {got:?}"
-        );
-        assert_eq!((got[0].key, got[1].key), (0, 1));
-        for t in got {
-            assert!(
-                t.raw >= before && t.raw <= after,
-                "{t:?} not in [{before:?}, {after:?}]"
-            );
-        }
-    }
 
     #[test]
     fn buffer_ring_sizes() {

@@ -159,7 +159,12 @@ fn xdp_open(opts: &Config, workers: usize) -> anyhow::Result<Opened> {
 
 #[cfg(linux_io)]
 fn uring_open(opts: &Config, workers: usize) -> Result<Opened, io::SetupError> {
-    io::uring::open(&opts.server.listen, workers, opts.server.batch_size)
+    io::uring::open(
+        &opts.server.listen,
+        workers,
+        opts.server.batch_size,
+        opts.server.interleaved && opts.clients.max > 0,
+    )
 }
 
 /// A running server: its workers, clock and counters. Dropping it without `stop` detaches

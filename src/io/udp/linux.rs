@@ -1,6 +1,8 @@
 //! Linux UDP: per-worker SO_REUSEPORT sockets, recvmmsg/sendmmsg batches, kernel receive
-//! timestamps (SO_TIMESTAMPING, else SO_TIMESTAMPNS, else a user-space read per batch) and
-//! PKTINFO so replies on wildcard sockets leave from the address the request was sent to.
+//! timestamps (SO_TIMESTAMPING, else SO_TIMESTAMPNS, else a user-space read per batch),
+//! PKTINFO so replies on wildcard sockets leave from the address the request was sent to, and
+//! kernel transmit timestamps of the replies the worker asks about (interleaved mode: see
+//! [`crate::io::txstamps`]), read from the error queue after every send and on POLLERR.
 //!
 //! The reuseport group of each address steers by the client's source *address* (a classic BPF
 //! program, [`source_hash_program`]), not the kernel's 4-tuple hash: clients randomise their
@@ -17,7 +19,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use crate::clock::{RawStamp, TimestampQuality};
 use crate::datapath::{Arrival, Verdict, Worker};
 use crate::io::cmsg;
-use crate::io::txstamps::PendingTx;
+use crate::io::txstamps::{self, TxStamps};
 use crate::io::{Opened, SetupError, WorkerContext, WorkerIo};
 use crate::proto::{DropReason, MAX_REPLY_LEN};
 use crate::sys;
@@ -29,10 +31,8 @@ const RX_BUF: usize = 2048;
 const RX_CTRL: usize = 256;
 /// Reply slot: the longest reply rounded up.
 const TX_BUF: usize = 64;
-/// Control buffer per reply: a PKTINFO message and a timestamp key (SCM_TS_OPT_ID).
-const TX_CTRL: usize = cmsg::space(20) + cmsg::space(4);
-/// Control buffer per error-queue report: SCM_TIMESTAMPING and the extended error.
-const ERR_CTRL: usize = 256;
+/// Control buffer per reply: one PKTINFO message and the transmit-stamp request.
+const TX_CTRL: usize = cmsg::space(20) + cmsg::TX_REQUEST_SPACE;
 /// How long poll(2) waits before the stop flag is looked at again.
 const POLL_MS: i32 = 100;
 /// Batches drained from one socket before the others (and the stop flag) get a turn.
@@ -50,6 +50,8 @@ pub(crate) struct Listener {
     /// Bound to a wildcard address: replies need PKTINFO to carry the right source address.
     pub wildcard: bool,
     pub stamping: TimestampQuality,
+    /// Replies may ask for their kernel transmit stamp ([`txstamps`]).
+    pub tx_stamps: bool,
 }
 
 /// The backend state of one worker: its sockets and its preallocated batch buffers.
@@ -59,14 +61,15 @@ pub struct UdpWorker {
     tx: Batch<TX_BUF, TX_CTRL>,
     /// The source address of each datagram of the current batch, read once.
     srcs: Vec<Option<SocketAddr>>,
-    /// Transmit timestamps (interleaved mode): the error-queue batch and the replies waiting
-    /// for their stamp; `None` when off or refused by the kernel.
-    tx_stamps: Option<(Batch<8, ERR_CTRL>, PendingTx)>,
+    /// Per prepared reply: the key its transmit stamp was asked under.
+    tx_keys: Vec<Option<u32>>,
+    /// Replies waiting for their transmit stamp, and the error-queue buffers.
+    stamps: TxStamps,
 }
 
 /// Opens one SO_REUSEPORT socket per worker and address. With `tx_stamps` (interleaved mode),
-/// replies are stamped by the kernel as they leave (software TX timestamps on the error queue,
-/// each matched to its reply by a key sent with it), when the kernel can.
+/// replies the worker asks about are stamped by the kernel as they leave, when it can
+/// ([`bind_workers`]).
 pub fn open(
     listen: &[SocketAddr],
     workers: usize,
@@ -74,31 +77,8 @@ pub fn open(
     tx_stamps: bool,
 ) -> Result<Opened, SetupError> {
     let batch = batch.clamp(1, MAX_BATCH);
-    let sockets = bind_workers(listen, workers)?;
+    let sockets = bind_workers(listen, workers, tx_stamps)?;
     let rx_stamping = sockets.worst_stamping();
-    let tx_stamps = tx_stamps && {
-        let all = sockets
-            .per_worker
-            .iter()
-            .flatten()
-            .try_for_each(|l| enable_tx_timestamps(&l.fd));
-        match all.and_then(|()| probe_tx_key()) {
-            Ok(()) => {
-                tracing::info!("udp: replies get kernel transmit timestamps (interleaved mode)");
-                true
-            }
-            Err(e) => {
-                tracing::warn!(
-                    "udp: no kernel transmit timestamps ({e}); interleaved replies carry the \
-                     transmit time read just before sending"
-                );
-                for l in sockets.per_worker.iter().flatten() {
-                    let _ = setsockopt_fd(&l.fd, TIMESTAMPING_RX_SOFTWARE);
-                }
-                false
-            }
-        }
-    };
     let out: Vec<Box<dyn WorkerIo>> = sockets
         .per_worker
         .into_iter()
@@ -108,7 +88,8 @@ pub fn open(
                 rx: Batch::with_capacity(batch),
                 tx: Batch::with_capacity(batch),
                 srcs: Vec::with_capacity(batch),
-                tx_stamps: tx_stamps.then(|| (Batch::with_capacity(batch), PendingTx::default())),
+                tx_keys: vec![None; batch],
+                stamps: TxStamps::default(),
             }) as Box<dyn WorkerIo>
         })
         .collect();
@@ -144,10 +125,13 @@ impl WorkerSockets {
 const IN_USE_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Opens one SO_REUSEPORT socket per worker and address, with the options every socket
-/// backend wants (timestamps, PKTINFO on wildcards, large buffers, non-blocking).
+/// backend wants (timestamps, PKTINFO on wildcards, large buffers, non-blocking). With
+/// `tx_stamps`, and if the kernel passes [`txstamps::probe`], the sockets report the transmit
+/// stamps replies ask for; either way the choice is logged once.
 pub(crate) fn bind_workers(
     listen: &[SocketAddr],
     workers: usize,
+    tx_stamps: bool,
 ) -> Result<WorkerSockets, SetupError> {
     // Ask for each address once without SO_REUSEPORT: if anyone holds the port, we hear it as
     // EADDRINUSE here instead of silently sharing the port with another reuseport group.
@@ -155,11 +139,31 @@ pub(crate) fn bind_workers(
     for &addr in listen {
         bound.push(probe_bind(addr)?);
     }
+    let tx = tx_stamps
+        && match txstamps::probe() {
+            Ok(()) => {
+                tracing::info!(
+                    tx_timestamps = "kernel",
+                    "transmit timestamps: the kernel's software stamps, from the error queue, \
+                 keyed per reply (SCM_TS_OPT_ID); no NIC stamps (the receive path takes none \
+                 either)"
+                );
+                true
+            }
+            Err(why) => {
+                tracing::warn!(
+                    tx_timestamps = "none",
+                    "no transmit timestamps: {why}; interleaved replies carry the transmit \
+                 estimate read before the send"
+                );
+                false
+            }
+        };
     let mut per_worker = Vec::with_capacity(workers);
     for _ in 0..workers {
         let listeners = bound
             .iter()
-            .map(|&addr| open_listener(addr).map_err(|e| SetupError::from_io(addr, e)))
+            .map(|&addr| open_listener(addr, tx).map_err(|e| SetupError::from_io(addr, e)))
             .collect::<Result<Vec<_>, _>>()?;
         per_worker.push(listeners);
     }
@@ -298,7 +302,7 @@ fn new_socket(addr: SocketAddr) -> std::io::Result<Socket> {
     Ok(s)
 }
 
-fn open_listener(addr: SocketAddr) -> std::io::Result<Listener> {
+fn open_listener(addr: SocketAddr, tx: bool) -> std::io::Result<Listener> {
     let s = new_socket(addr)?;
     s.set_reuse_port(true)?;
     s.set_nonblocking(true)?;
@@ -306,7 +310,7 @@ fn open_listener(addr: SocketAddr) -> std::io::Result<Listener> {
     let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = s.set_send_buffer_size(SOCKET_BUFFER);
     // Timestamps first, so no datagram can arrive unstamped between bind and setsockopt.
-    let stamping = enable_rx_timestamps(&s);
+    let (stamping, tx_stamps) = enable_timestamps(&s, tx);
     s.bind(&SockAddr::from(addr))?;
     let wildcard = addr.ip().is_unspecified();
     if wildcard {
@@ -320,121 +324,23 @@ fn open_listener(addr: SocketAddr) -> std::io::Result<Listener> {
         fd: s.into(),
         wildcard,
         stamping,
+        tx_stamps,
     })
 }
 
-/// Turns on the best receive timestamps the socket supports and says which it got.
-fn enable_rx_timestamps(s: &Socket) -> TimestampQuality {
-    if setsockopt_int(
-        s,
-        libc::SOL_SOCKET,
-        libc::SO_TIMESTAMPING,
-        TIMESTAMPING_RX_SOFTWARE as i32,
-    )
-    .is_ok()
-    {
-        return TimestampQuality::Kernel;
+/// Turns on the best receive timestamps the socket supports and, with `tx`, the reporting of
+/// transmit stamps that replies ask for ([`txstamps::SOCKET_FLAGS`]); says which it got.
+fn enable_timestamps(s: &Socket, tx: bool) -> (TimestampQuality, bool) {
+    if tx && txstamps::set_flags(s, TIMESTAMPING_RX_SOFTWARE | txstamps::SOCKET_FLAGS).is_ok() {
+        return (TimestampQuality::Kernel, true);
+    }
+    if txstamps::set_flags(s, TIMESTAMPING_RX_SOFTWARE).is_ok() {
+        return (TimestampQuality::Kernel, false);
     }
     if setsockopt_int(s, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1).is_ok() {
-        return TimestampQuality::Kernel;
+        return (TimestampQuality::Kernel, false);
     }
-    TimestampQuality::User
-}
-
-/// Software transmit timestamps, reported on the error queue with a per-datagram key and
-/// without the packet's bytes (for interleaved mode).
-pub const TIMESTAMPING_TX_SOFTWARE: u32 = libc::SOF_TIMESTAMPING_TX_SOFTWARE
-    | libc::SOF_TIMESTAMPING_SOFTWARE
-    | libc::SOF_TIMESTAMPING_OPT_ID
-    | libc::SOF_TIMESTAMPING_OPT_TSONLY;
-
-/// Turns on kernel receive and software transmit timestamps on `s`.
-pub fn enable_rx_tx_timestamps(s: &Socket) -> std::io::Result<()> {
-    setsockopt_int(
-        s,
-        libc::SOL_SOCKET,
-        libc::SO_TIMESTAMPING,
-        (TIMESTAMPING_RX_SOFTWARE | TIMESTAMPING_TX_SOFTWARE) as i32,
-    )
-}
-
-/// [`enable_rx_tx_timestamps`] on a serving socket's descriptor.
-fn enable_tx_timestamps(fd: &OwnedFd) -> std::io::Result<()> {
-    setsockopt_fd(fd, TIMESTAMPING_RX_SOFTWARE | TIMESTAMPING_TX_SOFTWARE)
-}
-
-/// Sets SO_TIMESTAMPING to `flags` on `fd`.
-fn setsockopt_fd(fd: &OwnedFd, flags: u32) -> std::io::Result<()> {
-    let s = socket2::SockRef::from(fd);
-    setsockopt_int(&s, libc::SOL_SOCKET, libc::SO_TIMESTAMPING, flags as i32)
-}
-
-/// Checks that the kernel takes a timestamp key per datagram (SCM_TS_OPT_ID, Linux 6.13):
-/// one datagram to a socket of our own on loopback, sent with key 0x5eed, must come back on
-/// the error queue with that key. Without it keys would be the socket's implicit counter,
-/// which a failed send silently shifts: stamps then are not used at all.
-fn probe_tx_key() -> std::io::Result<()> {
-    use std::io::{Error, ErrorKind};
-    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    s.bind(&SockAddr::from(SocketAddr::from(([127, 0, 0, 1], 0))))?;
-    let fd: OwnedFd = s.into();
-    enable_tx_timestamps(&fd)?;
-    let sock = std::net::UdpSocket::from(fd);
-    let to = sock.local_addr()?;
-    let mut ctrl = Ctrl([0u8; ERR_CTRL]);
-    let clen = cmsg::write_ts_opt_id(0x5eed, &mut ctrl.0);
-    let name = SockAddr::from(to);
-    let mut payload = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: payload.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    // SAFETY: all-zero is a valid empty msghdr; the fields set below point at live locals.
-    let mut h: libc::msghdr = unsafe { zeroed() };
-    h.msg_name = name.as_ptr() as *mut libc::c_void;
-    h.msg_namelen = name.len();
-    h.msg_iov = &mut iov;
-    h.msg_iovlen = 1;
-    h.msg_control = ctrl.0.as_mut_ptr().cast();
-    h.msg_controllen = clen;
-    // SAFETY: `h` points at a live name, one iovec and `clen` bytes of control data; the
-    // kernel only reads them.
-    if unsafe { libc::sendmsg(sock.as_raw_fd(), &h, 0) } < 0 {
-        return Err(Error::last_os_error());
-    }
-    // The report is queued while sendmsg runs on loopback; allow a moment anyway.
-    for _ in 0..50 {
-        let mut ctrl = Ctrl([0u8; ERR_CTRL]);
-        // SAFETY: as above, with the control buffer writable for its full size.
-        let mut r: libc::msghdr = unsafe { zeroed() };
-        r.msg_iov = &mut iov;
-        r.msg_iovlen = 1;
-        r.msg_control = ctrl.0.as_mut_ptr().cast();
-        r.msg_controllen = ERR_CTRL;
-        // SAFETY: `r` describes live, writable buffers of the sizes given.
-        let n = unsafe {
-            libc::recvmsg(
-                sock.as_raw_fd(),
-                &mut r,
-                libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
-            )
-        };
-        if n >= 0 {
-            let meta = cmsg::parse(&ctrl.0[..r.msg_controllen.min(ERR_CTRL)]);
-            return match (meta.tx_key, meta.software) {
-                (Some(0x5eed), Some(_)) => Ok(()),
-                (key, _) => Err(Error::new(
-                    ErrorKind::Unsupported,
-                    format!("the kernel ignores SCM_TS_OPT_ID (key {key:?})"),
-                )),
-            };
-        }
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-    Err(Error::new(
-        ErrorKind::TimedOut,
-        "no transmit timestamp came back on the error queue",
-    ))
+    (TimestampQuality::User, false)
 }
 
 pub(crate) fn setsockopt_int(s: &Socket, level: i32, name: i32, value: i32) -> std::io::Result<()> {
@@ -459,11 +365,11 @@ pub(crate) fn setsockopt_int(s: &Socket, level: i32, name: i32, value: i32) -> s
 /// Aligned control-message storage.
 #[derive(Clone, Copy)]
 #[repr(C, align(8))]
-struct Ctrl<const N: usize>([u8; N]);
+pub(crate) struct Ctrl<const N: usize>(pub(crate) [u8; N]);
 
 /// Preallocated message vectors for one recvmmsg/sendmmsg call. The headers point into the
 /// boxed buffers, which never move, so the pointers stay valid wherever the `Batch` goes.
-struct Batch<const BUF: usize, const CTRL: usize> {
+pub(crate) struct Batch<const BUF: usize, const CTRL: usize> {
     bufs: Box<[[u8; BUF]]>,
     ctrl: Box<[Ctrl<CTRL>]>,
     names: Box<[libc::sockaddr_storage]>,
@@ -493,7 +399,41 @@ impl<const BUF: usize, const CTRL: usize> Batch<BUF, CTRL> {
         }
     }
 
-    fn with_capacity(n: usize) -> Self {
+    /// One non-blocking `recvmmsg` of up to `n` datagrams (at most the capacity) with `flags`
+    /// besides MSG_DONTWAIT; the number received.
+    pub(crate) fn recv(&mut self, fd: RawFd, n: usize, flags: i32) -> std::io::Result<usize> {
+        let n = n.min(self.hdrs.len());
+        for h in &mut self.hdrs[..n] {
+            h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
+            h.msg_hdr.msg_controllen = CTRL;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+        // SAFETY: `hdrs[..n]` are initialised mmsghdrs whose name, iovec and control pointers
+        // refer to live buffers of the sizes recorded in them; the kernel writes at most that
+        // much into each. MSG_DONTWAIT: never blocks.
+        let r = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                n as u32,
+                flags | libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(r as usize)
+    }
+
+    /// The control bytes the kernel wrote for datagram `i` of the last [`Batch::recv`].
+    pub(crate) fn control(&self, i: usize) -> &[u8] {
+        let len = self.hdrs[i].msg_hdr.msg_controllen.min(CTRL);
+        &self.ctrl[i].0[..len]
+    }
+
+    pub(crate) fn with_capacity(n: usize) -> Self {
         let mut bufs = vec![[0u8; BUF]; n].into_boxed_slice();
         let mut ctrl = vec![Ctrl([0u8; CTRL]); n].into_boxed_slice();
         // SAFETY: sockaddr_storage is plain old data for which all-zero bytes are valid.
@@ -540,34 +480,18 @@ impl UdpWorker {
     ) -> std::io::Result<()> {
         let batch = ctx.batch.clamp(1, self.rx.hdrs.len());
         let fd = self.listeners[li].fd.as_raw_fd();
-        let (wildcard, stamping) = (self.listeners[li].wildcard, self.listeners[li].stamping);
+        let l = &self.listeners[li];
+        let (wildcard, stamping, tx_stamps) = (l.wildcard, l.stamping, l.tx_stamps);
         for _ in 0..ROUNDS_PER_WAKE {
-            for h in &mut self.rx.hdrs[..batch] {
-                h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
-                h.msg_hdr.msg_controllen = RX_CTRL;
-                h.msg_hdr.msg_flags = 0;
-                h.msg_len = 0;
-            }
-            // SAFETY: `hdrs[..batch]` are initialised mmsghdrs whose name, iovec and control
-            // pointers refer to live buffers of the sizes recorded in them; the kernel writes
-            // at most that much into each. MSG_DONTWAIT: never blocks.
-            let n = unsafe {
-                libc::recvmmsg(
-                    fd,
-                    self.rx.hdrs.as_mut_ptr(),
-                    batch as u32,
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null_mut(),
-                )
+            let n = match self.rx.recv(fd, batch, 0) {
+                Ok(n) => n,
+                Err(e) => {
+                    return match e.kind() {
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Ok(()),
+                        _ => Err(e),
+                    }
+                }
             };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                return match e.kind() {
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Ok(()),
-                    _ => Err(e),
-                };
-            }
-            let n = n as usize;
             // One user-space read per batch: the fallback when the kernel gave no stamp.
             let user = RawStamp {
                 raw: sys::clock::now(),
@@ -589,8 +513,7 @@ impl UdpWorker {
             for i in 0..n {
                 let h = &self.rx.hdrs[i];
                 let len = (h.msg_len as usize).min(RX_BUF);
-                let ctrl_len = (h.msg_hdr.msg_controllen).min(RX_CTRL);
-                let meta = cmsg::parse(&self.rx.ctrl[i].0[..ctrl_len]);
+                let meta = cmsg::parse(self.rx.control(i));
                 let kernel = meta
                     .software
                     .filter(|_| stamping <= TimestampQuality::Kernel)
@@ -624,74 +547,33 @@ impl UdpWorker {
                 th.msg_hdr.msg_namelen = h.msg_hdr.msg_namelen;
                 self.tx.iov[m].iov_len = reply_len;
                 let ctrl = &mut self.tx.ctrl[m].0;
-                let mut used = match meta.dst {
+                let mut ctrl_len = match meta.dst {
                     Some(dst) if wildcard => cmsg::write_pktinfo(&dst, ctrl),
                     _ => 0,
                 };
-                if let (Some(token), Some((_, pending))) = (tx, &mut self.tx_stamps) {
-                    used += cmsg::write_ts_opt_id(pending.register(token), &mut ctrl[used..]);
+                self.tx_keys[m] = None;
+                if let Some(token) = tx.filter(|_| tx_stamps) {
+                    if let Some((key, n)) =
+                        self.stamps.request(token, &mut ctrl[ctrl_len..], worker)
+                    {
+                        ctrl_len += n;
+                        self.tx_keys[m] = Some(key);
+                    }
                 }
-                th.msg_hdr.msg_controllen = used;
+                th.msg_hdr.msg_controllen = ctrl_len;
                 m += 1;
             }
             self.send(fd, m, worker);
-            self.read_tx_stamps(fd, ctx, worker);
+            if tx_stamps {
+                // On loopback and most drivers the stamps are queued by now.
+                self.stamps.drain(fd, worker, &snap);
+            }
             ctx.counters.flush(worker.tally());
             if n < batch {
                 break;
             }
         }
         Ok(())
-    }
-
-    /// Hands the transmit timestamps waiting on `fd`'s error queue to the worker (never
-    /// blocks; a report without a known key is ignored).
-    fn read_tx_stamps(&mut self, fd: RawFd, ctx: &WorkerContext, worker: &mut Worker) {
-        let Some((errq, pending)) = &mut self.tx_stamps else {
-            return;
-        };
-        let mut snap = None;
-        loop {
-            let cap = errq.hdrs.len();
-            for h in errq.hdrs.iter_mut() {
-                h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
-                h.msg_hdr.msg_controllen = ERR_CTRL;
-                h.msg_hdr.msg_flags = 0;
-            }
-            // SAFETY: `hdrs` are initialised mmsghdrs over this batch's live buffers of the
-            // sizes recorded in them. MSG_ERRQUEUE | MSG_DONTWAIT: only queued reports, never
-            // a wait.
-            let n = unsafe {
-                libc::recvmmsg(
-                    fd,
-                    errq.hdrs.as_mut_ptr(),
-                    cap as u32,
-                    libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
-                    std::ptr::null_mut(),
-                )
-            };
-            if n <= 0 {
-                return;
-            }
-            for i in 0..n as usize {
-                let len = errq.hdrs[i].msg_hdr.msg_controllen.min(ERR_CTRL);
-                let meta = cmsg::parse(&errq.ctrl[i].0[..len]);
-                let (Some(key), Some(raw)) = (meta.tx_key, meta.software) else {
-                    continue;
-                };
-                if let Some(token) = pending.take(key) {
-                    let snap = snap.get_or_insert_with(|| ctx.clock.load());
-                    let stamp = RawStamp {
-                        raw,
-                        quality: TimestampQuality::Kernel,
-                    };
-                    worker.on_tx_stamp(token, stamp, snap);
-                }
-            }
-            if (n as usize) < cap {
-                return;
-            }
-        }
     }
 
     /// Sends the first `m` prepared replies; failures are counted, never waited on.
@@ -718,6 +600,9 @@ impl UdpWorker {
             }
             // The message at `sent` failed (buffer full, unreachable, ...): count it, go on.
             worker.on_send_failed();
+            if let Some(key) = self.tx_keys[sent] {
+                self.stamps.send_failed(key, worker);
+            }
             sent += 1;
         }
         for (iov, h) in self.tx.iov[..m]
@@ -753,7 +638,22 @@ impl WorkerIo for UdpWorker {
                 return Err(e);
             }
             for (li, p) in pfds.iter().enumerate() {
-                if p.revents & (libc::POLLIN | libc::POLLERR) != 0 {
+                // POLLERR: transmit stamps wait on the error queue (or an error is pending,
+                // which the next receive reports and clears).
+                let mut serve = p.revents & libc::POLLIN != 0;
+                if p.revents & libc::POLLERR != 0 {
+                    let read = if self.listeners[li].tx_stamps {
+                        let snap = ctx.clock.load();
+                        let fd = self.listeners[li].fd.as_raw_fd();
+                        let read = self.stamps.drain(fd, worker, &snap);
+                        ctx.counters.flush(worker.tally());
+                        read
+                    } else {
+                        0
+                    };
+                    serve |= read == 0;
+                }
+                if serve {
                     self.serve_listener(li, ctx, worker)?;
                 }
             }
@@ -829,7 +729,7 @@ mod tests {
     fn steering_program_keeps_a_client_on_one_socket() {
         for (server, client) in [("127.0.0.1:0", "127.0.0.1:0"), ("[::1]:0", "[::1]:0")] {
             let server: SocketAddr = server.parse().unwrap();
-            let Ok(sockets) = bind_workers(&[server], 2) else {
+            let Ok(sockets) = bind_workers(&[server], 2, false) else {
                 meridian_testkit::skip_notice(&format!("cannot bind {server} here"));
                 continue;
             };
