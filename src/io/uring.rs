@@ -9,6 +9,11 @@
 //! * Send: replies are written into a pool of send slots (msghdr + address + PKTINFO + bytes)
 //!   and submitted as SendMsg; a slot is free again when its completion arrives. No free slot or
 //!   a failed send is counted, never waited for.
+//! * Transmit stamps (interleaved mode, [`crate::io::txstamps`]): a reply the worker asks about
+//!   is sent with the stamp request under its key. One RecvMsg with MSG_ERRQUEUE per socket
+//!   waits on the error queue (io_uring polls it for POLLERR only); its completion carries one
+//!   report, and the rest are read at once with the same batched, non-blocking
+//!   `recvmmsg(MSG_ERRQUEUE)` as the UDP backend's before it is re-armed.
 //! * At most [`CQ_BATCH`] completions are handled per loop, and the submission queue is flushed
 //!   whenever it fills, so it never overflows.
 //! * Stop: the multishots are cancelled and every in-flight operation is reaped before the ring
@@ -26,6 +31,7 @@ use io_uring::types::{BufRingEntry, Fd, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
 
 use super::cmsg;
+use super::txstamps::{TxStamps, ERRQ_CTRL};
 use super::udp::linux::{bind_workers, Listener};
 use super::{Opened, SetupError, WorkerContext, WorkerIo};
 use crate::clock::{RawStamp, TimestampQuality};
@@ -64,6 +70,7 @@ const BGID: u16 = 0;
 const KIND_RECV: u64 = 1 << 56;
 const KIND_SEND: u64 = 2 << 56;
 const KIND_CANCEL: u64 = 3 << 56;
+const KIND_ERRQ: u64 = 4 << 56;
 const INDEX_MASK: u64 = (1 << 56) - 1;
 
 /// Why io_uring cannot be used here, for the `auto` fallback message and `--backend io-uring`.
@@ -120,16 +127,15 @@ fn release_at_least(release: &str, major: u32, minor: u32) -> bool {
 }
 
 /// Opens the worker sockets; each worker builds its ring with a buffer ring sized for `batch`.
-/// `tx_stamps` is not served yet: interleaved replies carry the transmit estimate.
+/// `tx_stamps`: replies get kernel transmit stamps when the kernel can (interleaved mode).
 pub fn open(
     listen: &[SocketAddr],
     workers: usize,
     batch: usize,
     tx_stamps: bool,
 ) -> Result<Opened, SetupError> {
-    let _ = tx_stamps;
     let buffers = rx_buffers_for(batch);
-    let sockets = bind_workers(listen, workers, false)?;
+    let sockets = bind_workers(listen, workers, tx_stamps)?;
     let rx_stamping = sockets.worst_stamping();
     let first = sockets
         .bound
@@ -245,8 +251,22 @@ struct SendSlot {
     hdr: libc::msghdr,
     iov: libc::iovec,
     name: libc::sockaddr_storage,
-    ctrl: [u64; 8],
+    /// PKTINFO and the transmit-stamp request.
+    ctrl: [u64; SLOT_CTRL / 8],
     buf: [u8; 64],
+    /// The key the reply's transmit stamp was asked under.
+    tx_key: Option<u32>,
+}
+
+/// Control space of a send slot.
+const SLOT_CTRL: usize = cmsg::space(20) + cmsg::TX_REQUEST_SPACE;
+
+/// The error-queue receive of one socket: a RecvMsg with MSG_ERRQUEUE into these buffers,
+/// which complete when a transmit-stamp report is queued.
+#[repr(C)]
+struct ErrSlot {
+    hdr: libc::msghdr,
+    ctrl: [u64; ERRQ_CTRL / 8],
 }
 
 /// The receive template of one socket: tells the kernel how much room name and control get.
@@ -268,6 +288,8 @@ struct Socket {
     fd: RawFd,
     /// Bound to a wildcard address: replies carry PKTINFO.
     wildcard: bool,
+    /// Replies may ask for their transmit stamp.
+    tx_stamps: bool,
 }
 
 /// A worker's ring and buffers. Field order is drop order: the ring goes first, so the kernel
@@ -281,6 +303,12 @@ struct UringLoop {
     free: Vec<u16>,
     /// Multishot receives currently armed, per listener.
     armed: Vec<bool>,
+    /// The error-queue receive of each listener (boxed: the kernel holds their addresses).
+    errq: Box<[ErrSlot]>,
+    /// Error-queue receives in flight, per listener.
+    errq_armed: Vec<bool>,
+    /// Replies waiting for their transmit stamp.
+    stamps: TxStamps,
 }
 
 impl UringLoop {
@@ -290,6 +318,7 @@ impl UringLoop {
             .map(|l| Socket {
                 fd: l.fd.as_raw_fd(),
                 wildcard: l.wildcard,
+                tx_stamps: l.tx_stamps,
             })
             .collect();
         let ring = IoUring::builder()
@@ -326,6 +355,10 @@ impl UringLoop {
             s.hdr.msg_control = s.ctrl.as_mut_ptr().cast();
         }
         let n = listeners.len();
+        let errq = (0..n)
+            // SAFETY: every field of ErrSlot is plain old data; all-zero is valid.
+            .map(|_| unsafe { zeroed::<ErrSlot>() })
+            .collect();
         Ok(UringLoop {
             ring,
             listeners,
@@ -334,6 +367,9 @@ impl UringLoop {
             slots,
             free: (0..TX_SLOTS as u16).rev().collect(),
             armed: vec![false; n],
+            errq,
+            errq_armed: vec![false; n],
+            stamps: TxStamps::default(),
         })
     }
 
@@ -358,6 +394,60 @@ impl UringLoop {
         self.push(&e)?;
         self.armed[li] = true;
         Ok(())
+    }
+
+    /// Arms the error-queue receive of listener `li`: it completes when a report is queued.
+    fn arm_errq(&mut self, li: usize) -> io::Result<()> {
+        let slot = &mut self.errq[li];
+        // Zeroed, so the parse stops where the kernel's messages end even if the kernel
+        // does not write back msg_controllen.
+        slot.ctrl.fill(0);
+        slot.hdr.msg_control = slot.ctrl.as_mut_ptr().cast();
+        slot.hdr.msg_controllen = ERRQ_CTRL;
+        slot.hdr.msg_flags = 0;
+        let e = opcode::RecvMsg::new(Fd(self.listeners[li].fd), &mut slot.hdr)
+            .flags(libc::MSG_ERRQUEUE as u32)
+            .build()
+            .user_data(KIND_ERRQ | li as u64);
+        self.push(&e)?;
+        self.errq_armed[li] = true;
+        Ok(())
+    }
+
+    /// Handles the completion of listener `li`'s error-queue receive: its report, then the
+    /// rest of the queue (batched, non-blocking), for the worker. It is re-armed by the loop.
+    fn on_errq(
+        &mut self,
+        li: usize,
+        res: i32,
+        snap: &crate::clock::ClockSnapshot,
+        worker: &mut Worker,
+    ) {
+        self.errq_armed[li] = false;
+        if res < 0 {
+            match -res {
+                libc::EAGAIN | libc::EINTR | libc::ECANCELED => {}
+                e => {
+                    // Not worth a worker: stop asking for stamps on this socket; its replies
+                    // keep their estimates.
+                    tracing::warn!(
+                        listener = li,
+                        "reading the error queue failed ({}); no more transmit stamps on \
+                         this socket",
+                        io::Error::from_raw_os_error(e)
+                    );
+                    self.listeners[li].tx_stamps = false;
+                }
+            }
+            return;
+        }
+        let slot = &self.errq[li];
+        let len = slot.hdr.msg_controllen.min(ERRQ_CTRL);
+        // SAFETY: `ctrl` is u64-aligned storage of ERRQ_CTRL bytes owned by the slot, and its
+        // receive has completed; viewing (up to) all of it as bytes is valid.
+        let control = unsafe { std::slice::from_raw_parts(slot.ctrl.as_ptr().cast::<u8>(), len) };
+        self.stamps.on_report(control, worker, snap);
+        self.stamps.drain(self.listeners[li].fd, worker, snap);
     }
 
     /// Handles one receive completion: answers it and gives its buffer back to the ring.
@@ -423,7 +513,7 @@ impl UringLoop {
             snap,
             sys::clock::now,
         );
-        let Verdict::Reply { len, .. } = verdict else {
+        let Verdict::Reply { len, tx } = verdict else {
             self.rx.push(bid);
             return Ok(());
         };
@@ -440,17 +530,24 @@ impl UringLoop {
         }
         slot.hdr.msg_namelen = name_len as u32;
         slot.iov.iov_len = len;
-        slot.hdr.msg_controllen = match meta.dst {
-            Some(dst) if self.listeners[li].wildcard => {
-                // SAFETY: `ctrl` is 64 bytes of u64-aligned storage owned by the slot; viewing
-                // it as bytes is always valid.
-                let bytes = unsafe {
-                    std::slice::from_raw_parts_mut(slot.ctrl.as_mut_ptr().cast::<u8>(), 64)
-                };
-                cmsg::write_pktinfo(&dst, bytes)
-            }
+        // SAFETY: `ctrl` is SLOT_CTRL bytes of u64-aligned storage owned by the slot, not in
+        // flight (the slot is free); viewing it as bytes is always valid.
+        let ctrl = unsafe {
+            std::slice::from_raw_parts_mut(slot.ctrl.as_mut_ptr().cast::<u8>(), SLOT_CTRL)
+        };
+        let sock = self.listeners[li];
+        let mut ctrl_len = match meta.dst {
+            Some(dst) if sock.wildcard => cmsg::write_pktinfo(&dst, ctrl),
             _ => 0,
         };
+        slot.tx_key = None;
+        if let Some(token) = tx.filter(|_| sock.tx_stamps) {
+            if let Some((key, n)) = self.stamps.request(token, &mut ctrl[ctrl_len..], worker) {
+                ctrl_len += n;
+                slot.tx_key = Some(key);
+            }
+        }
+        slot.hdr.msg_controllen = ctrl_len;
         self.rx.push(bid);
         self.free.pop();
         let fd = self.listeners[li].fd;
@@ -470,9 +567,17 @@ impl UringLoop {
                     .user_data(KIND_CANCEL | li as u64);
                 let _ = self.push(&e);
             }
+            if self.errq_armed[li] {
+                let e = opcode::AsyncCancel::new(KIND_ERRQ | li as u64)
+                    .build()
+                    .user_data(KIND_CANCEL | li as u64);
+                let _ = self.push(&e);
+            }
         }
         let deadline = Instant::now() + Duration::from_millis(500);
-        while (self.armed.iter().any(|a| *a) || self.free.len() < TX_SLOTS)
+        while (self.armed.iter().any(|a| *a)
+            || self.errq_armed.iter().any(|a| *a)
+            || self.free.len() < TX_SLOTS)
             && Instant::now() < deadline
         {
             let ts = Timespec::from(Duration::from_millis(20));
@@ -496,6 +601,7 @@ impl UringLoop {
                         }
                     }
                     KIND_SEND => self.free.push((ud & INDEX_MASK) as u16),
+                    KIND_ERRQ => self.errq_armed[(ud & INDEX_MASK) as usize] = false,
                     _ => {}
                 }
             }
@@ -514,6 +620,9 @@ impl UringLoop {
     fn run(&mut self, ctx: &WorkerContext, worker: &mut Worker) -> io::Result<()> {
         for li in 0..self.listeners.len() {
             self.arm(li)?;
+            if self.listeners[li].tx_stamps {
+                self.arm_errq(li)?;
+            }
         }
         let mut done: Vec<(u64, i32, u32)> = Vec::with_capacity(CQ_BATCH);
         let ts = Timespec::from(WAIT);
@@ -554,8 +663,12 @@ impl UringLoop {
                         self.free.push(idx as u16);
                         if res < 0 {
                             worker.on_send_failed();
+                            if let Some(key) = self.slots[idx].tx_key {
+                                self.stamps.send_failed(key, worker);
+                            }
                         }
                     }
+                    KIND_ERRQ => self.on_errq(idx, res, &snap, worker),
                     _ => {}
                 }
             }
@@ -564,6 +677,9 @@ impl UringLoop {
             for li in 0..self.listeners.len() {
                 if !self.armed[li] {
                     self.arm(li)?;
+                }
+                if self.listeners[li].tx_stamps && !self.errq_armed[li] {
+                    self.arm_errq(li)?;
                 }
             }
             ctx.counters.flush(worker.tally());
