@@ -9,12 +9,11 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    backends, chrony_offset, chronyd_query, counter, ipv6_available, python_with_ntplib,
-    run_bounded, run_meridian, Server, ServerOpts, CHRONYD,
+    backends, chrony_offset, chronyd_query, counter, ipv6_available, ntplib_request,
+    python_with_ntplib, run_meridian, Server, ServerOpts, CHRONYD,
 };
 
 /// Offsets and delays on loopback are microseconds; this bound only catches real errors
@@ -223,16 +222,6 @@ fn meridian_query_compare_with_a_dead_server() {
 // ---------------------------------------------------------------------------------------------
 // Python ntplib
 
-const NTPLIB_SCRIPT: &str = r#"
-import json, sys, ntplib
-host, port, version = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-r = ntplib.NTPClient().request(host, port=port, version=version, timeout=2)
-print(json.dumps({"stratum": r.stratum, "version": r.version, "mode": r.mode,
-                  "leap": r.leap, "offset": r.offset, "delay": r.delay,
-                  "ref_id": ntplib.ref_id_to_text(r.ref_id, r.stratum),
-                  "orig_time": r.orig_time}))
-"#;
-
 fn ntplib(family: Family) {
     if matches!(family, Family::V6) && !ipv6_available() {
         skip!("IPv6 loopback [::1] is not available");
@@ -245,20 +234,7 @@ fn ntplib(family: Family) {
         let server = Server::must_start(&opts(backend, family));
         let addr = server.addr();
         for version in [4u8, 3] {
-            let out = run_bounded(
-                Command::new(&py).args([
-                    "-c",
-                    NTPLIB_SCRIPT,
-                    &addr.ip().to_string(),
-                    &addr.port().to_string(),
-                    &version.to_string(),
-                ]),
-                Duration::from_secs(15),
-            )
-            .expect("running python");
-            assert!(out.success(), "ntplib v{version} failed: {}", out.all());
-            let v: serde_json::Value = serde_json::from_str(out.stdout.trim())
-                .unwrap_or_else(|e| panic!("ntplib output is not JSON ({e}): {}", out.all()));
+            let v = ntplib_request(&py, addr, version);
             assert_eq!(v["stratum"], 10, "{v}");
             assert_eq!(v["version"], version, "{v}");
             assert_eq!(v["mode"], 4, "{v}");

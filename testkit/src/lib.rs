@@ -21,5 +21,5 @@ mod skip;
 #[cfg(target_os = "linux")]
 pub use netns::{enter_netns, on_own_thread, Netns, VethPair, VethSpec};
 pub use ports::{free_port, ipv6_available};
-pub use process::{is_root, run_bounded, ChildGuard, LineCollector, RunOutput};
+pub use process::{is_root, run_bounded, system_user, ChildGuard, LineCollector, RunOutput};
 pub use skip::{require_all, skip_notice};

@@ -238,9 +238,31 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// The first of `names` that /etc/passwd knows, with its uid and gid: the user a daemon under
+/// test drops root to (chronyd: Debian's `_chrony`, Fedora's `chrony`), who must own the
+/// directories it writes.
+pub fn system_user(names: &[&str]) -> Option<(String, u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    names.iter().find_map(|name| {
+        passwd.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 4 && f[0] == *name)
+                .then(|| Some((name.to_string(), f[2].parse().ok()?, f[3].parse().ok()?)))
+                .flatten()
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn root_is_a_system_user() {
+        let (name, uid, gid) = system_user(&["no-such-user-here", "root"]).unwrap();
+        assert_eq!((name.as_str(), uid, gid), ("root", 0, 0));
+        assert_eq!(system_user(&["no-such-user-here"]), None);
+    }
 
     fn alive(pid: i32) -> bool {
         // /proc/PID disappears once the process is reaped.

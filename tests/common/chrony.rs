@@ -64,7 +64,11 @@ pub fn chronyd_xleave(target: SocketAddr, secs: u32) -> Result<Vec<Measurement>,
             "{CHRONYD} is not installed (apt-get install chrony)"
         ));
     }
-    let (uid, gid) = chrony_ids().ok_or("no _chrony user in /etc/passwd")?;
+    if !meridian_testkit::is_root() {
+        return Err("chronyd needs root (it drops to its own user)".into());
+    }
+    let (_, uid, gid) = meridian_testkit::system_user(&["_chrony", "chrony"])
+        .ok_or("no _chrony (or chrony) user in /etc/passwd")?;
     let dir = std::env::temp_dir().join(format!(
         "meridian-itest-xleave-{}-{}",
         std::process::id(),
@@ -115,15 +119,5 @@ fn measurement(line: &str) -> Option<Measurement> {
     Some(Measurement {
         interleaved: mode.ends_with('I'),
         offset: f[11].parse().ok()?,
-    })
-}
-
-/// The uid and gid chronyd drops root to (Debian's `_chrony`).
-fn chrony_ids() -> Option<(u32, u32)> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() >= 4 && f[0] == "_chrony")
-            .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
     })
 }

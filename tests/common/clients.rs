@@ -49,3 +49,31 @@ pub fn python_with_ntplib() -> Result<String, String> {
         tried.join("; ")
     ))
 }
+
+/// One ntplib request (`version`) to `target`: the reply's fields as ntplib read them
+/// (`stratum`, `version`, `mode`, `leap`, `offset`, `delay`, `ref_id`, `orig_time`).
+pub fn ntplib_request(python: &str, target: SocketAddr, version: u8) -> serde_json::Value {
+    const SCRIPT: &str = r#"
+import json, sys, ntplib
+host, port, version = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+r = ntplib.NTPClient().request(host, port=port, version=version, timeout=2)
+print(json.dumps({"stratum": r.stratum, "version": r.version, "mode": r.mode,
+                  "leap": r.leap, "offset": r.offset, "delay": r.delay,
+                  "ref_id": ntplib.ref_id_to_text(r.ref_id, r.stratum),
+                  "orig_time": r.orig_time}))
+"#;
+    let out = run_bounded(
+        Command::new(python).args([
+            "-c",
+            SCRIPT,
+            &target.ip().to_string(),
+            &target.port().to_string(),
+            &version.to_string(),
+        ]),
+        Duration::from_secs(15),
+    )
+    .expect("running python");
+    assert!(out.success(), "ntplib v{version} failed: {}", out.all());
+    serde_json::from_str(out.stdout.trim())
+        .unwrap_or_else(|e| panic!("ntplib output is not JSON ({e}): {}", out.all()))
+}

@@ -32,7 +32,7 @@ pub use backends::{backend_name, backends};
 pub use chrony::{
     chrony_offset, chronyd_query, chronyd_query_args, chronyd_xleave, Measurement, CHRONYD,
 };
-pub use clients::{python_with_ntplib, query_offset};
+pub use clients::{ntplib_request, python_with_ntplib, query_offset};
 pub use fake_upstream::{FakeBehaviour, FakeUpstream};
 pub use ntp::{
     assert_answers, client_socket, exchange, ext_field, ntp_now, ntp_to_f64, parse_reply,

@@ -15,19 +15,6 @@ use super::answers;
 /// The chronyd binary (Debian's `chrony` package).
 pub const CHRONYD: &str = "/usr/sbin/chronyd";
 
-/// The user chronyd drops root to, and its uid and gid: Debian's `_chrony` (Fedora's `chrony`).
-fn chrony_user() -> Option<(String, u32, u32)> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    ["_chrony", "chrony"].iter().find_map(|name| {
-        passwd.lines().find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() >= 4 && f[0] == *name)
-                .then(|| Some((name.to_string(), f[2].parse().ok()?, f[3].parse().ok()?)))
-                .flatten()
-        })
-    })
-}
-
 /// The configuration of a chronyd serving 127.0.0.0/8 on 127.0.0.1:`port`, as its own
 /// stratum-1 source, without a command port or socket, its pid file in `dir`.
 pub fn server_conf(port: u16, user: &str, dir: &Path) -> String {
@@ -63,7 +50,8 @@ impl Chronyd {
         if !is_root() {
             return Err("chronyd as a server needs root (it drops to its own user)".into());
         }
-        let (user, uid, gid) = chrony_user().ok_or("no _chrony (or chrony) user in /etc/passwd")?;
+        let (user, uid, gid) = meridian_testkit::system_user(&["_chrony", "chrony"])
+            .ok_or("no _chrony (or chrony) user in /etc/passwd")?;
         let mut last_log = String::new();
         // A port found free may be taken before chronyd binds it: try another.
         for attempt in 0..3 {
