@@ -315,6 +315,9 @@ impl Reload<'_> {
                 return running;
             }
         }
+        if changes.policy {
+            server.set_access(&reloaded.access, &reloaded.rate_limit);
+        }
         tracing::info!(
             "reload: done ({} source table(s){})",
             reloaded.sources.len(),

@@ -7,6 +7,7 @@
 //! says what a SIGHUP may change live. A new section is a new module plus one line in
 //! [`Config`] and one in `validate`.
 
+mod access;
 mod clients;
 mod clock;
 mod error;
@@ -23,6 +24,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub use access::{AccessConfig, DenyAction, RateLimitConfig, MAX_RULES};
 pub use clients::{ClientsConfig, DEFAULT_MAX_CLIENTS, MAX_CLIENTS};
 pub use clock::{ClockConfig, ClockMode, LeapDays, MAX_SMEAR_WINDOW};
 pub use error::{ConfigError, Problem, Problems};
@@ -45,6 +47,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub clock: ClockConfig,
     pub clients: ClientsConfig,
+    pub access: AccessConfig,
+    pub rate_limit: RateLimitConfig,
     pub log: LogConfig,
     /// `[[source]]` tables: the upstream servers and pools. None: the local clock is served.
     #[serde(rename = "source")]
@@ -443,6 +447,8 @@ level = "meridian=trace,warn"
                     ..ClockConfig::default()
                 },
                 clients: ClientsConfig::default(),
+                access: AccessConfig::default(),
+                rate_limit: RateLimitConfig::default(),
                 log: LogConfig {
                     level: "meridian=trace,warn".into()
                 },
@@ -478,6 +484,8 @@ level = "meridian=trace,warn"
                     ..ClockConfig::default()
                 },
                 clients: ClientsConfig::default(),
+                access: AccessConfig::default(),
+                rate_limit: RateLimitConfig::default(),
                 log: LogConfig::default(),
                 sources: vec![
                     SourceConfig {
@@ -609,7 +617,7 @@ level = "meridian=trace,warn"
     fn unknown_table_is_rejected() {
         let e = err("[server]\n\n[sever]\nworkers = 1\n");
         assert!(
-            e.starts_with("meridian.toml:3:2: unknown field `sever` in the top level, expected one of `server`, `clock`, `clients`, `log`"),
+            e.starts_with("meridian.toml:3:2: unknown field `sever` in the top level, expected one of `server`, `clock`, `clients`, `access`, `rate-limit`, `log`"),
             "{e}"
         );
     }

@@ -1,6 +1,8 @@
 //! What a reload (SIGHUP) may change while serving, and what waits for a restart.
 //!
-//! Live: the `[[source]]` tables (added, removed and changed sources) and `log.level`.
+//! Live: the `[[source]]` tables (added, removed and changed sources), `[access]` and
+//! `[rate-limit]` (each worker takes them up between two batches: no request is dropped for
+//! it), and `log.level`.
 //! Everything in `[server]` (sockets, rings, workers, the XDP program), `[clock]` (the
 //! steering and leap state of a running discipline) and `[clients]` (the tables' memory,
 //! allocated at start-up) keeps its running value until a restart.
@@ -16,6 +18,8 @@ pub struct Changes {
     pub sources: bool,
     /// `log.level` differs.
     pub log_level: bool,
+    /// `[access]` or `[rate-limit]` differ.
+    pub policy: bool,
 }
 
 impl Changes {
@@ -52,6 +56,7 @@ impl Changes {
             need_restart: keys.iter().filter(|(_, k)| *k).map(|(n, _)| *n).collect(),
             sources: running.sources != reloaded.sources,
             log_level: running.log.level != reloaded.log.level,
+            policy: running.access != reloaded.access || running.rate_limit != reloaded.rate_limit,
         }
     }
 
@@ -61,6 +66,8 @@ impl Changes {
         Config {
             sources: reloaded.sources.clone(),
             log: reloaded.log.clone(),
+            access: reloaded.access.clone(),
+            rate_limit: reloaded.rate_limit.clone(),
             ..running.clone()
         }
     }
@@ -102,5 +109,16 @@ mod tests {
         .unwrap();
         let ch = Changes::between(&running, &iburst);
         assert!(ch.sources && ch.need_restart.is_empty() && !ch.log_level);
+        // Access rules and the rate limit change live.
+        let policy = parse(
+            "[server]\nlisten = [\"127.0.0.1:1123\"]\n[[source]]\naddress = \"127.0.0.1:1\"\n\
+             [access]\ndeny = [\"192.0.2.0/24\"]\n[rate-limit]\nenabled = true\n",
+        )
+        .unwrap();
+        let ch = Changes::between(&running, &policy);
+        assert!(ch.policy && ch.need_restart.is_empty() && !ch.sources);
+        let applied = Changes::applied(&running, &policy);
+        assert_eq!(applied.access, policy.access);
+        assert!(applied.rate_limit.enabled);
     }
 }

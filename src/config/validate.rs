@@ -23,6 +23,15 @@ impl Config {
             }
         }
         self.clients.check(&mut p);
+        self.access.check(&mut p);
+        self.rate_limit.check(&mut p);
+        if self.rate_limit.enabled && self.clients.max == 0 {
+            p.add(
+                "rate-limit.enabled",
+                "needs the client table (clients.max > 0): the buckets live in the client records"
+                    .to_owned(),
+            );
+        }
         source::check(&self.sources, &mut p);
         self.log.check(&mut p);
         p.0

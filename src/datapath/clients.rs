@@ -17,6 +17,8 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
+use super::mailbox::ClientChunk;
+
 /// Records per bucket.
 pub const WAYS: usize = 8;
 
@@ -37,13 +39,12 @@ pub struct Record {
     /// Moving average of log2 of the request interval in nanoseconds, in 1/256 units
     /// (0 until a second request).
     interval_log2_256: i16,
-    /// Rate-limit tokens (used by the rate limiter).
-    pub tokens: i16,
     /// Bit flags for the features that keep state here.
     pub flags: u8,
     /// Quality of `tx_sent` (a `TimestampQuality` index), when known.
     pub tx_quality: u8,
-    _pad: [u8; 2],
+    /// Rate-limit tokens, in the rate limiter's fixed-point units.
+    pub tokens: u32,
     /// Interleaved mode: the receive timestamp (NTP format, as sent) of the last reply to this
     /// client, and that reply's true transmit time once the backend reports it (0 until then).
     pub rx_sent: u64,
@@ -58,10 +59,9 @@ const EMPTY: Record = Record {
     drops: 0,
     kods: 0,
     interval_log2_256: 0,
-    tokens: 0,
     flags: 0,
     tx_quality: 0,
-    _pad: [0; 2],
+    tokens: 0,
     rx_sent: 0,
     tx_sent: 0,
 };
@@ -97,6 +97,27 @@ impl Record {
     /// `None` before its second request.
     pub fn interval_ns(&self) -> Option<f64> {
         (self.requests >= 2).then(|| 2f64.powf(f64::from(self.interval_log2_256) / 256.0))
+    }
+}
+
+/// What [`ClientTable::touch_since`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// A known client, its previous request this many nanoseconds ago (at least 1).
+    Before(u64),
+    /// A new client in a free record.
+    New,
+    /// A new client in the record of the least recently seen one (the table is full).
+    Replaced,
+}
+
+impl Seen {
+    /// Nanoseconds since the client's previous request, if it was known.
+    pub fn since(self) -> Option<u64> {
+        match self {
+            Seen::Before(dt) => Some(dt),
+            Seen::New | Seen::Replaced => None,
+        }
     }
 }
 
@@ -220,13 +241,22 @@ impl ClientTable {
     /// taken from the least recently seen client of its two buckets) if it had none.
     #[inline]
     pub fn touch(&mut self, ip: IpAddr, now_ns: i64) -> (Slot, &mut Record) {
+        let (slot, record, _) = self.touch_since(ip, now_ns);
+        (slot, record)
+    }
+
+    /// [`ClientTable::touch`], also saying whether the client was known, and since when.
+    #[inline]
+    pub fn touch_since(&mut self, ip: IpAddr, now_ns: i64) -> (Slot, &mut Record, Seen) {
         let now = now_ns.max(1); // 0 marks a free slot
         let key = key_of(ip);
         let place = self.place(&key);
+        let mut seen = Seen::New;
         let slot = match self.position(&key, place) {
             Some(slot) => {
                 let r = &mut self.records[slot];
                 let dt = now.saturating_sub(r.last_seen).max(1) as u64;
+                seen = Seen::Before(dt);
                 let sample = log2_256(dt);
                 r.interval_log2_256 = if r.requests < 2 {
                     sample
@@ -260,6 +290,7 @@ impl ClientTable {
                     self.occupied += 1;
                 } else {
                     self.evictions += 1;
+                    seen = Seen::Replaced;
                 }
                 self.tags[victim] = tag;
                 self.records[victim] = Record {
@@ -272,7 +303,7 @@ impl ClientTable {
                 victim
             }
         };
-        (Slot(slot as u32), &mut self.records[slot])
+        (Slot(slot as u32), &mut self.records[slot], seen)
     }
 
     /// The record of `ip`, if the table has one.
@@ -332,6 +363,25 @@ impl ClientTable {
             b2: ((h >> 32) & self.mask) as usize * WAYS,
             tag: (h.rotate_left(17) as u32) | 1,
         }
+    }
+
+    /// Copies the records in use from slot `chunk.from` on into `chunk.records`, up to its
+    /// capacity (never allocating) and looking at no more than eight times as many slots,
+    /// and says where to go on.
+    pub fn copy_chunk(&self, chunk: &mut ClientChunk) {
+        let room = chunk.records.capacity() - chunk.records.len();
+        let end = self
+            .records
+            .len()
+            .min(chunk.from.saturating_add(room.max(1).saturating_mul(8)));
+        let mut i = chunk.from.min(end);
+        while i < end && chunk.records.len() < chunk.records.capacity() {
+            if self.tags[i] != 0 {
+                chunk.records.push(self.records[i]);
+            }
+            i += 1;
+        }
+        chunk.next = (i < self.records.len()).then_some(i);
     }
 
     /// Every record in use (copies).

@@ -46,11 +46,17 @@ pub enum Counter {
     /// Transmit timestamps asked for that never came back: the send failed, or the backend's
     /// ring of pending replies moved past the reply before the kernel reported it.
     TxStampsLost,
+    /// Kiss-o'-death replies sent, by code (counted in `answered` too): DENY to clients the
+    /// access rules refuse, RATE to rate-limited clients.
+    KodDeny,
+    KodRate,
+    /// Requests over the rate limit answered anyway (1 in 2^leak of them), poll raised.
+    RateLimitLeaked,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 9] = [
+    pub const ALL: [Counter; 12] = [
         Counter::Received,
         Counter::Answered,
         Counter::RxBuffersExhausted,
@@ -60,6 +66,9 @@ impl Counter {
         Counter::TxStamped,
         Counter::TxStampsUnused,
         Counter::TxStampsLost,
+        Counter::KodDeny,
+        Counter::KodRate,
+        Counter::RateLimitLeaked,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -75,6 +84,9 @@ impl Counter {
             Counter::TxStamped => "tx_stamped",
             Counter::TxStampsUnused => "tx_stamps_unused",
             Counter::TxStampsLost => "tx_stamps_lost",
+            Counter::KodDeny => "kod_deny",
+            Counter::KodRate => "kod_rate",
+            Counter::RateLimitLeaked => "rate_limit_leaked",
         }
     }
 }

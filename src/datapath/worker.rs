@@ -5,12 +5,17 @@
 //! passes in, last, after everything else of the reply is written.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
-use super::clients::{ClientTable, Record, Slot};
+use super::access::AccessRules;
+use super::clients::{ClientTable, Record, Seen, Slot};
 use super::counters::{Counter, Tally};
 use super::interleaved::{self, TxToken};
+use super::mailbox::Mailbox;
+use super::policy::Policy;
+use super::ratelimit::{Decision, RateLimit};
 use crate::clock::{ClockSnapshot, RawStamp, TimestampQuality};
-use crate::proto::{DropReason, NtpTimestamp, Request, UnixNanos};
+use crate::proto::{DropReason, KissCode, NtpTimestamp, Request, UnixNanos};
 
 /// The arrival of one datagram: who sent it, to where, on which interface, when. Built the same
 /// way by every backend.
@@ -47,8 +52,23 @@ pub enum Verdict {
     /// token, the worker wants the reply's transmit timestamp when the backend has one
     /// ([`Worker::on_tx_stamp`]): the client's next, interleaved reply carries it.
     Reply { len: usize, tx: Option<TxToken> },
+    /// A kiss-o'-death of `len` bytes is in the output buffer: send it to the source.
+    Kod { len: usize, code: KissCode },
     /// Nothing is sent; counted under `reason`.
     Drop(DropReason),
+}
+
+impl Verdict {
+    /// What the backend sends: the length of the datagram in the output buffer and the
+    /// token its transmit timestamp is wanted under; `None`: nothing.
+    #[inline]
+    pub fn send(self) -> Option<(usize, Option<TxToken>)> {
+        match self {
+            Verdict::Reply { len, tx } => Some((len, tx)),
+            Verdict::Kod { len, .. } => Some((len, None)),
+            Verdict::Drop(_) => None,
+        }
+    }
 }
 
 /// Sizes a worker's state.
@@ -62,21 +82,63 @@ pub struct WorkerConfig {
     pub interleaved: bool,
 }
 
-/// One worker's state: its counters for the current batch and its client table.
+/// One worker's state: its counters for the current batch, its client table and the policy
+/// it applies.
 pub struct Worker {
     tally: Tally,
     clients: Option<ClientTable>,
     interleaved: bool,
+    /// From the [`Policy`]: answer at all.
+    serving: bool,
+    /// The access rules, when there are any.
+    access: Option<Arc<AccessRules>>,
+    deny_kod: bool,
+    /// The rate limit, when on (and there is a client table).
+    rate_limit: Option<RateLimit>,
+    /// Limited requests seen (picks the leaked ones).
+    limited_seq: u64,
 }
 
 impl Worker {
     /// Allocates (and touches) the whole client table: call it on the worker's own pinned
     /// thread, so the memory is local to its core.
     pub fn new(cfg: WorkerConfig) -> Worker {
-        Worker {
+        let mut w = Worker {
             tally: Tally::default(),
             clients: (cfg.clients > 0).then(|| ClientTable::new(cfg.clients, cfg.seed)),
             interleaved: cfg.interleaved && cfg.clients > 0,
+            serving: true,
+            access: None,
+            deny_kod: true,
+            rate_limit: None,
+            limited_seq: 0,
+        };
+        w.set_policy(&Policy::default());
+        w
+    }
+
+    /// Applies `policy` from the next datagram on. Rate limiting needs the client table and
+    /// is off without one.
+    pub fn set_policy(&mut self, policy: &Policy) {
+        self.serving = policy.serving;
+        self.access = (!policy.access.is_empty()).then(|| policy.access.clone());
+        self.deny_kod = policy.deny_kod;
+        self.rate_limit = policy.rate_limit.filter(|_| self.clients.is_some());
+    }
+
+    /// The end of a batch: flushes this batch's counts into `counters` and takes up what the
+    /// `mailbox` holds (a new policy, a read of the client table). Every backend calls it
+    /// after each batch and on each idle wake-up.
+    #[inline]
+    pub fn end_batch(&mut self, counters: &super::counters::WorkerCounters, mailbox: &Mailbox) {
+        counters.flush(&mut self.tally);
+        let clients = &self.clients;
+        let policy = mailbox.service(|chunk| match clients {
+            Some(t) => t.copy_chunk(chunk),
+            None => chunk.next = None,
+        });
+        if let Some(p) = policy {
+            self.set_policy(&p);
         }
     }
 
@@ -93,7 +155,7 @@ impl Worker {
     ) -> Verdict {
         self.arrived(meta.rx);
         match Request::parse(request) {
-            Ok(req) => self.reply(meta, &req, out, snap, transmit),
+            Ok(req) => self.answer(meta, &req, out, snap, transmit),
             Err(reason) => self.dropped(meta, reason),
         }
     }
@@ -115,7 +177,7 @@ impl Worker {
         };
         match Request::parse(request) {
             // `req` holds every field of the request the reply needs.
-            Ok(req) => self.reply(meta, &req, buf, snap, transmit),
+            Ok(req) => self.answer(meta, &req, buf, snap, transmit),
             Err(reason) => self.dropped(meta, reason),
         }
     }
@@ -216,6 +278,48 @@ impl Worker {
         Verdict::Drop(reason)
     }
 
+    /// A kiss-o'-death with `code` in answer to `req` (never longer than the request: the
+    /// parse refused anything shorter than a header).
+    #[inline]
+    fn kod(tally: &mut Tally, req: &Request, code: KissCode, out: &mut [u8]) -> Verdict {
+        tally.count(Counter::Answered);
+        tally.count(match code {
+            KissCode::Rate => Counter::KodRate,
+            // RSTR is never sent; it would count with DENY (both mean "stop").
+            KissCode::Deny | KissCode::Rstr => Counter::KodDeny,
+        });
+        let len = req.write_kod(code, out);
+        Verdict::Kod { len, code }
+    }
+
+    /// The policy's checks, in order: serving, access rules; then the reply.
+    #[inline]
+    fn answer(
+        &mut self,
+        meta: &Arrival,
+        req: &Request,
+        out: &mut [u8],
+        snap: &ClockSnapshot,
+        transmit: impl FnOnce() -> UnixNanos,
+    ) -> Verdict {
+        if !self.serving {
+            self.tally.drop(DropReason::NotServing);
+            return Verdict::Drop(DropReason::NotServing);
+        }
+        if let Some(rules) = &self.access {
+            if !rules.allows(meta.src.ip()) {
+                // A denied client gets no record: it cannot push served clients out.
+                if self.deny_kod {
+                    return Self::kod(&mut self.tally, req, KissCode::Deny, out);
+                }
+                self.tally.drop(DropReason::Denied);
+                return Verdict::Drop(DropReason::Denied);
+            }
+        }
+        self.reply(meta, req, out, snap, transmit)
+    }
+
+    /// The client's record (and its rate limit), then the reply.
     #[inline]
     fn reply(
         &mut self,
@@ -225,28 +329,47 @@ impl Worker {
         snap: &ClockSnapshot,
         transmit: impl FnOnce() -> UnixNanos,
     ) -> Verdict {
-        self.tally.count(Counter::Answered);
         let rx = snap.cook(meta.rx.raw);
         let Some(t) = &mut self.clients else {
+            self.tally.count(Counter::Answered);
             self.tally.tx_stamp(TimestampQuality::User);
             let len = req.write_reply(snap, rx, out, || snap.cook(transmit()));
             return Verdict::Reply { len, tx: None };
         };
-        let (evicted, known) = (t.evictions(), t.len());
-        let (slot, record) = t.touch(meta.src.ip(), meta.rx.raw.0);
-        let verdict = if self.interleaved {
-            Self::reply_interleaved(&mut self.tally, record, slot, req, rx, out, snap, transmit)
+        let (slot, record, seen) = t.touch_since(meta.src.ip(), meta.rx.raw.0);
+        match seen {
+            Seen::Before(_) => {}
+            Seen::New => self.tally.count(Counter::ClientsAdded),
+            Seen::Replaced => self.tally.count(Counter::ClientsEvicted),
+        }
+        let mut req = *req;
+        if let Some(limit) = &self.rate_limit {
+            match limit.check(record, seen.since(), &mut self.limited_seq) {
+                Decision::Pass => {}
+                Decision::Leak => {
+                    self.tally.count(Counter::RateLimitLeaked);
+                    req = req.with_min_poll(limit.interval);
+                }
+                Decision::Kod => {
+                    record.kods = record.kods.saturating_add(1);
+                    let req = req.with_min_poll(limit.interval);
+                    return Self::kod(&mut self.tally, &req, KissCode::Rate, out);
+                }
+                Decision::Drop => {
+                    record.drops = record.drops.saturating_add(1);
+                    self.tally.drop(DropReason::RateLimited);
+                    return Verdict::Drop(DropReason::RateLimited);
+                }
+            }
+        }
+        self.tally.count(Counter::Answered);
+        if self.interleaved {
+            Self::reply_interleaved(&mut self.tally, record, slot, &req, rx, out, snap, transmit)
         } else {
             self.tally.tx_stamp(TimestampQuality::User);
             let len = req.write_reply(snap, rx, out, || snap.cook(transmit()));
             Verdict::Reply { len, tx: None }
-        };
-        if t.len() != known {
-            self.tally.count(Counter::ClientsAdded);
-        } else if t.evictions() != evicted {
-            self.tally.count(Counter::ClientsEvicted);
         }
-        verdict
     }
 
     /// The reply to a client with a record: interleaved if the request follows up the

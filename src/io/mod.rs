@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use crate::clock::{SharedClock, TimestampQuality};
 use crate::datapath::counters::PaddedCounters;
-use crate::datapath::Worker;
+use crate::datapath::{Mailbox, Worker};
 
 /// What a worker's backend loop gets from the runtime.
 pub struct WorkerContext {
@@ -43,6 +43,16 @@ pub struct WorkerContext {
     pub stop: Arc<AtomicBool>,
     /// Packets per receive/send call.
     pub batch: usize,
+    /// What the rest of the process hands this worker (policy, client-table reads).
+    pub mailbox: Arc<Mailbox>,
+}
+
+impl WorkerContext {
+    /// Ends a batch (or an idle wake-up): the counters are flushed and the mailbox serviced.
+    #[inline]
+    pub fn end_batch(&self, worker: &mut Worker) {
+        worker.end_batch(&self.counters, &self.mailbox);
+    }
 }
 
 /// One worker's share of a backend.

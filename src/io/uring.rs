@@ -35,7 +35,7 @@ use super::txstamps::{TxStamps, ERRQ_CTRL};
 use super::udp::linux::{bind_workers, Listener};
 use super::{Opened, SetupError, WorkerContext, WorkerIo};
 use crate::clock::{RawStamp, TimestampQuality};
-use crate::datapath::{Arrival, Verdict, Worker};
+use crate::datapath::{Arrival, Worker};
 use crate::proto::{DropReason, MAX_REPLY_LEN};
 use crate::sys;
 
@@ -513,7 +513,7 @@ impl UringLoop {
             snap,
             sys::clock::now,
         );
-        let Verdict::Reply { len, tx } = verdict else {
+        let Some((len, tx)) = verdict.send() else {
             self.rx.push(bid);
             return Ok(());
         };
@@ -682,7 +682,7 @@ impl UringLoop {
                     self.arm_errq(li)?;
                 }
             }
-            ctx.counters.flush(worker.tally());
+            ctx.end_batch(worker);
         }
         self.quiesce();
         Ok(())

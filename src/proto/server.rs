@@ -42,13 +42,15 @@ pub enum DropReason {
     Denied,
     /// Refused by the rate limiter without a KoD (used by the rate limiter).
     RateLimited,
+    /// Serving is switched off (`meridian serving off`).
+    NotServing,
     /// The reply could not be sent.
     SendFailed,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::TooShort,
         DropReason::TooLong,
         DropReason::BadVersion,
@@ -57,6 +59,7 @@ impl DropReason {
         DropReason::NotOurs,
         DropReason::Denied,
         DropReason::RateLimited,
+        DropReason::NotServing,
         DropReason::SendFailed,
     ];
     /// Number of reasons (size of a counter array).
@@ -78,6 +81,7 @@ impl DropReason {
             DropReason::NotOurs => "not_ours",
             DropReason::Denied => "denied",
             DropReason::RateLimited => "rate_limited",
+            DropReason::NotServing => "not_serving",
             DropReason::SendFailed => "send_failed",
         }
     }
@@ -180,6 +184,15 @@ impl Request {
             has_mac: trailer.mac.is_some(),
             extension_fields: trailer.extensions().count().min(u16::MAX as usize) as u16,
         })
+    }
+
+    /// The request with its poll field raised to at least `min` (log2 s): replies and KoDs
+    /// to it tell the client to poll no faster (a rate-limited client).
+    pub fn with_min_poll(self, min: i8) -> Request {
+        Request {
+            poll: self.poll.max(min),
+            ..self
+        }
     }
 
     /// The mode of our answer.

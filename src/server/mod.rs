@@ -11,10 +11,11 @@ use crossbeam::utils::CachePadded;
 use serde::Serialize;
 
 use crate::clock::{ClockSnapshot, SharedClock};
+use crate::config::{AccessConfig, DenyAction, RateLimitConfig};
 use crate::config::{BackendKind, ClockConfig, ClockMode, Config, SourceConfig};
-use crate::datapath::clients::ClientTable;
+use crate::datapath::clients::{ClientTable, Record};
 use crate::datapath::counters::{CounterReport, PaddedCounters, Tally, WorkerCounters};
-use crate::datapath::{Worker, WorkerConfig};
+use crate::datapath::{Mailbox, Policy, Worker, WorkerConfig};
 use crate::discipline::thread::{DisciplineSettings, DisciplineThread, SourceStatus};
 use crate::io::{self, Opened, WorkerContext};
 use crate::sys;
@@ -40,6 +41,86 @@ pub struct WorkerReport {
     pub core: Option<usize>,
     #[serde(flatten)]
     pub counters: CounterReport,
+}
+
+/// How long a read of the client tables waits for each chunk from a worker.
+const CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The order of [`Server::clients`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientSort {
+    /// Most requests first.
+    #[default]
+    Hits,
+    /// Most drops (and KoDs) first.
+    Drops,
+    /// Most recently seen first.
+    Last,
+}
+
+/// One client as the management plane shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ClientInfo {
+    pub address: std::net::IpAddr,
+    /// The worker whose table holds it.
+    pub worker: usize,
+    pub requests: u32,
+    pub drops: u16,
+    pub kods: u16,
+    /// Seconds since its first and its last request.
+    pub first_seen_ago_s: f64,
+    pub last_seen_ago_s: f64,
+    /// Its typical interval between requests, seconds (after two requests).
+    pub interval_s: Option<f64>,
+}
+
+impl ClientInfo {
+    fn new(r: &Record, worker: usize, now_ns: i64) -> ClientInfo {
+        let ago = |t: i64| now_ns.saturating_sub(t).max(0) as f64 / 1e9;
+        ClientInfo {
+            address: r.addr(),
+            worker,
+            requests: r.requests,
+            drops: r.drops,
+            kods: r.kods,
+            first_seen_ago_s: ago(r.first_seen()),
+            last_seen_ago_s: ago(r.last_seen()),
+            interval_s: r.interval_ns().map(|ns| ns / 1e9),
+        }
+    }
+
+    /// The key of `sort`, smallest first.
+    fn order(&self, sort: ClientSort) -> (i64, f64) {
+        match sort {
+            ClientSort::Hits => (-i64::from(self.requests), self.last_seen_ago_s),
+            ClientSort::Drops => (
+                -(i64::from(self.drops) + i64::from(self.kods)),
+                self.last_seen_ago_s,
+            ),
+            ClientSort::Last => (0, self.last_seen_ago_s),
+        }
+    }
+}
+
+/// The clients of every worker's table (merged), the first `limit` in `sort` order.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClientsReport {
+    /// Client records in use, all workers.
+    pub total: usize,
+    /// Records the tables can hold.
+    pub capacity: usize,
+    pub clients: Vec<ClientInfo>,
+}
+
+/// The per-datagram policy a configuration asks for.
+pub fn policy_for(access: &AccessConfig, rate_limit: &RateLimitConfig, serving: bool) -> Policy {
+    Policy {
+        serving,
+        access: Arc::new(access.rules()),
+        deny_kod: access.deny_action == DenyAction::Kod,
+        rate_limit: rate_limit.limit(),
+    }
 }
 
 /// Which cores the workers run on: the explicit list (checked against what the process may
@@ -183,6 +264,12 @@ pub struct Server {
     discipline: Option<DisciplineThread>,
     /// What a discipline thread started by a reload is given.
     clock_config: ClockConfig,
+    /// Each worker's mailbox (policy, client-table reads), in worker order.
+    mailboxes: Vec<Arc<Mailbox>>,
+    /// The policy the workers were last given.
+    policy: Arc<Policy>,
+    /// Client records all tables can hold.
+    client_capacity: usize,
     pub bound: Vec<SocketAddr>,
 }
 
@@ -229,7 +316,9 @@ impl Server {
             )?)
         };
 
+        let policy = Arc::new(policy_for(&opts.access, &opts.rate_limit, true));
         let mut counters = Vec::with_capacity(workers);
+        let mut mailboxes = Vec::with_capacity(workers);
         let mut threads = Vec::with_capacity(workers);
         let n_workers = opened.workers.len();
         let state = WorkerConfig {
@@ -252,13 +341,17 @@ impl Server {
             let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
             let c = Arc::new(CachePadded::new(WorkerCounters::default()));
             counters.push((core.map(|c| c.id), c.clone()));
+            let mailbox = Arc::new(Mailbox::default());
+            mailboxes.push(mailbox.clone());
             let ctx = WorkerContext {
                 id,
                 clock: clock.clone(),
                 counters: c,
                 stop: stop.clone(),
                 batch: opts.server.batch_size,
+                mailbox,
             };
+            let policy = policy.clone();
             let stop_all = stop.clone();
             let t = std::thread::Builder::new()
                 .name(format!("meridian-w{id}"))
@@ -274,6 +367,7 @@ impl Server {
                     }
                     // Allocated here, after pinning: the table's memory is local to the core.
                     let mut worker = Worker::new(state);
+                    worker.set_policy(&policy);
                     let _ = ready.send(());
                     drop(ready);
                     if let Err(e) = worker_io.run(&ctx, &mut worker) {
@@ -306,6 +400,14 @@ impl Server {
             },
             clients = client_records,
             client_memory = format!("{} MiB", client_bytes >> 20),
+            access_rules = policy.access.len(),
+            rate_limit = %opts.rate_limit.limit().map_or("off".to_owned(), |l| format!(
+                "1 per 2^{} s, burst {}, leak 1/2^{}{}",
+                l.interval,
+                l.burst,
+                l.leak,
+                if l.kod { ", KoD" } else { "" }
+            )),
             stratum = opts.clock.local_stratum,
             "meridian serving"
         );
@@ -321,7 +423,82 @@ impl Server {
             last_refresh: Instant::now(),
             discipline,
             clock_config: opts.clock.clone(),
+            mailboxes,
+            policy,
+            client_capacity: client_records,
             bound: opened.bound,
+        })
+    }
+
+    /// Hands `policy` to every worker; each takes it up at its next batch boundary, so no
+    /// request is dropped for the change.
+    fn post_policy(&mut self, policy: Policy) {
+        self.policy = Arc::new(policy);
+        for m in &self.mailboxes {
+            m.post_policy(self.policy.clone());
+        }
+    }
+
+    /// Takes up reloaded `[access]` and `[rate-limit]` sections.
+    pub fn set_access(&mut self, access: &AccessConfig, rate_limit: &RateLimitConfig) {
+        let policy = policy_for(access, rate_limit, self.policy.serving);
+        tracing::info!(
+            rules = policy.access.len(),
+            rules_memory = format!("{} KiB", policy.access.memory_bytes() >> 10),
+            rate_limit = policy.rate_limit.is_some(),
+            "reload: access rules and rate limit handed to the workers"
+        );
+        self.post_policy(policy);
+    }
+
+    /// Starts or stops answering requests without stopping the process (`serving on|off`);
+    /// requests that arrive while off are counted and dropped as `not_serving`.
+    pub fn set_serving(&mut self, serving: bool) {
+        if self.policy.serving != serving {
+            tracing::info!("serving {}", if serving { "on" } else { "off" });
+        }
+        let policy = Policy {
+            serving,
+            ..(*self.policy).clone()
+        };
+        self.post_policy(policy);
+    }
+
+    /// True unless serving was switched off.
+    pub fn serving(&self) -> bool {
+        self.policy.serving
+    }
+
+    /// The clients of every worker's table, merged: the first `limit` in `sort` order, and
+    /// the total. Read from the workers between their batches (they never wait for it); a
+    /// worker that does not answer within a few seconds makes it an error.
+    pub fn clients(&self, sort: ClientSort, limit: usize) -> anyhow::Result<ClientsReport> {
+        let now = sys::clock::now().0;
+        let mut total = 0;
+        let mut rows: Vec<ClientInfo> = Vec::new();
+        let by = |a: &ClientInfo, b: &ClientInfo| a.order(sort).partial_cmp(&b.order(sort));
+        for (w, m) in self.mailboxes.iter().enumerate() {
+            m.read_clients(CLIENT_READ_TIMEOUT, |chunk| {
+                total += chunk.len();
+                rows.extend(chunk.iter().map(|r| ClientInfo::new(r, w, now)));
+                // Keep memory to about twice what is asked for, however large the tables.
+                if rows.len()
+                    > limit
+                        .saturating_mul(2)
+                        .max(crate::datapath::mailbox::READ_CHUNK)
+                {
+                    rows.sort_by(|a, b| by(a, b).unwrap_or(std::cmp::Ordering::Equal));
+                    rows.truncate(limit);
+                }
+            })
+            .with_context(|| format!("reading the client table of worker {w}"))?;
+        }
+        rows.sort_by(|a, b| by(a, b).unwrap_or(std::cmp::Ordering::Equal));
+        rows.truncate(limit);
+        Ok(ClientsReport {
+            total,
+            capacity: self.client_capacity,
+            clients: rows,
         })
     }
 

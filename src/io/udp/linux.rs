@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::clock::{RawStamp, TimestampQuality};
-use crate::datapath::{Arrival, Verdict, Worker};
+use crate::datapath::{Arrival, Worker};
 use crate::io::cmsg;
 use crate::io::txstamps::{self, TxStamps};
 use crate::io::{Opened, SetupError, WorkerContext, WorkerIo};
@@ -538,7 +538,7 @@ impl UdpWorker {
                     &snap,
                     sys::clock::now,
                 );
-                let Verdict::Reply { len: reply_len, tx } = verdict else {
+                let Some((reply_len, tx)) = verdict.send() else {
                     continue;
                 };
                 // Address the reply: the request's source, from the request's destination.
@@ -568,7 +568,7 @@ impl UdpWorker {
                 // On loopback and most drivers the stamps are queued by now.
                 self.stamps.drain(fd, worker, &snap);
             }
-            ctx.counters.flush(worker.tally());
+            ctx.end_batch(worker);
             if n < batch {
                 break;
             }
@@ -646,7 +646,7 @@ impl WorkerIo for UdpWorker {
                         let snap = ctx.clock.load();
                         let fd = self.listeners[li].fd.as_raw_fd();
                         let read = self.stamps.drain(fd, worker, &snap);
-                        ctx.counters.flush(worker.tally());
+                        ctx.end_batch(worker);
                         read
                     } else {
                         0
@@ -657,6 +657,8 @@ impl WorkerIo for UdpWorker {
                     self.serve_listener(li, ctx, worker)?;
                 }
             }
+            // Also after an idle wake-up: the mailbox is serviced at least every POLL_MS.
+            ctx.end_batch(worker);
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::clock::{RawStamp, TimestampQuality};
-use crate::datapath::{Arrival, Verdict, Worker};
+use crate::datapath::{Arrival, Worker};
 use crate::io::{Opened, SetupError, WorkerContext, WorkerIo};
 use crate::proto::{DropReason, MAX_REPLY_LEN};
 use crate::sys;
@@ -81,6 +81,7 @@ impl WorkerIo for PortableWorker {
                 // Timeouts (the stop-flag poll), interruptions and ICMP errors reported on the
                 // socket (Windows does this) all mean: nothing to answer now.
                 let Ok((len, peer)) = s.recv_from(&mut buf) else {
+                    ctx.end_batch(worker);
                     continue;
                 };
                 let rx = RawStamp {
@@ -100,13 +101,13 @@ impl WorkerIo for PortableWorker {
                     };
                     let verdict =
                         worker.on_datagram(&meta, &buf[..len], &mut reply, &snap, sys::clock::now);
-                    if let Verdict::Reply { len: n, .. } = verdict {
+                    if let Some((n, _)) = verdict.send() {
                         if s.send_to(&reply[..n], peer).is_err() {
                             worker.on_send_failed();
                         }
                     }
                 }
-                ctx.counters.flush(worker.tally());
+                ctx.end_batch(worker);
             }
         }
         Ok(())
@@ -140,6 +141,7 @@ mod tests {
             counters: Arc::new(crossbeam::utils::CachePadded::new(WorkerCounters::default())),
             stop: Arc::new(AtomicBool::new(false)),
             batch: 1,
+            mailbox: Default::default(),
         };
         let (stop, counters) = (ctx.stop.clone(), ctx.counters.clone());
         let t = std::thread::spawn(move || {

@@ -29,7 +29,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use crate::clock::{ClockSnapshot, RawStamp};
-use crate::datapath::{Arrival, TxToken, Verdict, Worker};
+use crate::datapath::{Arrival, TxToken, Worker};
 use crate::proto::DropReason;
 use crate::sys;
 use crate::wire::ethernet::{self, ethertype};
@@ -277,11 +277,9 @@ pub fn answer_in_place(
     };
     let len = payload.len();
     // In place: the reply is never longer than the request, so it fits the payload.
-    let Verdict::Reply { len: reply_len, tx } =
-        worker.on_datagram_in_place(&arrival, payload, len, snap, sys::clock::now)
-    else {
-        return None;
-    };
+    let (reply_len, tx) = worker
+        .on_datagram_in_place(&arrival, payload, len, snap, sys::clock::now)
+        .send()?;
     let len = finish_reply(frame, &parsed, reply_len);
     Some(Answered { len, tx })
 }

@@ -601,7 +601,7 @@ impl WorkerIo for XdpWorker {
             if self.tx_outstanding > 0 {
                 self.kick(worker, &ctx.clock);
             }
-            ctx.counters.flush(worker.tally());
+            ctx.end_batch(worker);
             if n == 0 {
                 // Nothing received: sleep in poll (short while replies are still in flight).
                 let wait = if self.tx_outstanding > 0 { 1 } else { POLL_MS };
@@ -609,7 +609,7 @@ impl WorkerIo for XdpWorker {
             }
         }
         self.finish_in_flight(worker, &ctx.clock);
-        ctx.counters.flush(worker.tally());
+        ctx.end_batch(worker);
         if let Some(st) = self.xsk.statistics() {
             tracing::debug!(
                 interface = %self.ifname,
