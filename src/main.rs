@@ -316,7 +316,9 @@ impl Reload<'_> {
             }
         }
         if changes.policy {
-            server.set_access(&reloaded.access, &reloaded.rate_limit);
+            server
+                .workers()
+                .set_access(&reloaded.access, &reloaded.rate_limit);
         }
         tracing::info!(
             "reload: done ({} source table(s){})",

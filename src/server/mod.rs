@@ -113,6 +113,86 @@ pub struct ClientsReport {
     pub clients: Vec<ClientInfo>,
 }
 
+impl WorkerControl {
+    /// Hands `policy` to every worker; each takes it up at its next batch boundary, so no
+    /// request is dropped for the change.
+    fn post_policy(&self, current: &mut Arc<Policy>, policy: Policy) {
+        *current = Arc::new(policy);
+        for m in &self.mailboxes {
+            m.post_policy(current.clone());
+        }
+    }
+
+    fn policy(&self) -> std::sync::MutexGuard<'_, Arc<Policy>> {
+        self.policy.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes up reloaded `[access]` and `[rate-limit]` sections.
+    pub fn set_access(&self, access: &AccessConfig, rate_limit: &RateLimitConfig) {
+        let mut current = self.policy();
+        let policy = policy_for(access, rate_limit, current.serving);
+        tracing::info!(
+            rules = policy.access.len(),
+            rules_memory = format!("{} KiB", policy.access.memory_bytes() >> 10),
+            rate_limit = policy.rate_limit.is_some(),
+            "reload: access rules and rate limit handed to the workers"
+        );
+        self.post_policy(&mut current, policy);
+    }
+
+    /// Starts or stops answering requests without stopping the process (`serving on|off`);
+    /// requests that arrive while off are counted and dropped as `not_serving`.
+    pub fn set_serving(&self, serving: bool) {
+        let mut current = self.policy();
+        if current.serving != serving {
+            tracing::info!("serving {}", if serving { "on" } else { "off" });
+        }
+        let policy = Policy {
+            serving,
+            ..(**current).clone()
+        };
+        self.post_policy(&mut current, policy);
+    }
+
+    /// True unless serving was switched off.
+    pub fn serving(&self) -> bool {
+        self.policy().serving
+    }
+
+    /// The clients of every worker's table, merged: the first `limit` in `sort` order, and
+    /// the total. Read from the workers between their batches (they never wait for it); a
+    /// worker that does not answer within a few seconds makes it an error.
+    pub fn clients(&self, sort: ClientSort, limit: usize) -> anyhow::Result<ClientsReport> {
+        let now = sys::clock::now().0;
+        let mut total = 0;
+        let mut rows: Vec<ClientInfo> = Vec::new();
+        let by = |a: &ClientInfo, b: &ClientInfo| a.order(sort).partial_cmp(&b.order(sort));
+        for (w, m) in self.mailboxes.iter().enumerate() {
+            m.read_clients(CLIENT_READ_TIMEOUT, |chunk| {
+                total += chunk.len();
+                rows.extend(chunk.iter().map(|r| ClientInfo::new(r, w, now)));
+                // Keep memory to about twice what is asked for, however large the tables.
+                if rows.len()
+                    > limit
+                        .saturating_mul(2)
+                        .max(crate::datapath::mailbox::READ_CHUNK)
+                {
+                    rows.sort_by(|a, b| by(a, b).unwrap_or(std::cmp::Ordering::Equal));
+                    rows.truncate(limit);
+                }
+            })
+            .with_context(|| format!("reading the client table of worker {w}"))?;
+        }
+        rows.sort_by(|a, b| by(a, b).unwrap_or(std::cmp::Ordering::Equal));
+        rows.truncate(limit);
+        Ok(ClientsReport {
+            total,
+            capacity: self.client_capacity,
+            clients: rows,
+        })
+    }
+}
+
 /// The per-datagram policy a configuration asks for.
 pub fn policy_for(access: &AccessConfig, rate_limit: &RateLimitConfig, serving: bool) -> Policy {
     Policy {
@@ -264,13 +344,22 @@ pub struct Server {
     discipline: Option<DisciplineThread>,
     /// What a discipline thread started by a reload is given.
     clock_config: ClockConfig,
-    /// Each worker's mailbox (policy, client-table reads), in worker order.
+    /// What other threads may ask of the workers.
+    workers: Arc<WorkerControl>,
+    pub bound: Vec<SocketAddr>,
+}
+
+/// The workers as the rest of the process reaches them, from any thread (the management
+/// plane holds one): their policy (serving on/off, access rules, rate limit) and their client
+/// tables. Nothing here makes a worker wait: each takes up a change, or lends its table,
+/// between two batches.
+pub struct WorkerControl {
+    /// Each worker's mailbox, in worker order.
     mailboxes: Vec<Arc<Mailbox>>,
     /// The policy the workers were last given.
-    policy: Arc<Policy>,
+    policy: std::sync::Mutex<Arc<Policy>>,
     /// Client records all tables can hold.
     client_capacity: usize,
-    pub bound: Vec<SocketAddr>,
 }
 
 impl Server {
@@ -423,83 +512,18 @@ impl Server {
             last_refresh: Instant::now(),
             discipline,
             clock_config: opts.clock.clone(),
-            mailboxes,
-            policy,
-            client_capacity: client_records,
+            workers: Arc::new(WorkerControl {
+                mailboxes,
+                policy: std::sync::Mutex::new(policy),
+                client_capacity: client_records,
+            }),
             bound: opened.bound,
         })
     }
 
-    /// Hands `policy` to every worker; each takes it up at its next batch boundary, so no
-    /// request is dropped for the change.
-    fn post_policy(&mut self, policy: Policy) {
-        self.policy = Arc::new(policy);
-        for m in &self.mailboxes {
-            m.post_policy(self.policy.clone());
-        }
-    }
-
-    /// Takes up reloaded `[access]` and `[rate-limit]` sections.
-    pub fn set_access(&mut self, access: &AccessConfig, rate_limit: &RateLimitConfig) {
-        let policy = policy_for(access, rate_limit, self.policy.serving);
-        tracing::info!(
-            rules = policy.access.len(),
-            rules_memory = format!("{} KiB", policy.access.memory_bytes() >> 10),
-            rate_limit = policy.rate_limit.is_some(),
-            "reload: access rules and rate limit handed to the workers"
-        );
-        self.post_policy(policy);
-    }
-
-    /// Starts or stops answering requests without stopping the process (`serving on|off`);
-    /// requests that arrive while off are counted and dropped as `not_serving`.
-    pub fn set_serving(&mut self, serving: bool) {
-        if self.policy.serving != serving {
-            tracing::info!("serving {}", if serving { "on" } else { "off" });
-        }
-        let policy = Policy {
-            serving,
-            ..(*self.policy).clone()
-        };
-        self.post_policy(policy);
-    }
-
-    /// True unless serving was switched off.
-    pub fn serving(&self) -> bool {
-        self.policy.serving
-    }
-
-    /// The clients of every worker's table, merged: the first `limit` in `sort` order, and
-    /// the total. Read from the workers between their batches (they never wait for it); a
-    /// worker that does not answer within a few seconds makes it an error.
-    pub fn clients(&self, sort: ClientSort, limit: usize) -> anyhow::Result<ClientsReport> {
-        let now = sys::clock::now().0;
-        let mut total = 0;
-        let mut rows: Vec<ClientInfo> = Vec::new();
-        let by = |a: &ClientInfo, b: &ClientInfo| a.order(sort).partial_cmp(&b.order(sort));
-        for (w, m) in self.mailboxes.iter().enumerate() {
-            m.read_clients(CLIENT_READ_TIMEOUT, |chunk| {
-                total += chunk.len();
-                rows.extend(chunk.iter().map(|r| ClientInfo::new(r, w, now)));
-                // Keep memory to about twice what is asked for, however large the tables.
-                if rows.len()
-                    > limit
-                        .saturating_mul(2)
-                        .max(crate::datapath::mailbox::READ_CHUNK)
-                {
-                    rows.sort_by(|a, b| by(a, b).unwrap_or(std::cmp::Ordering::Equal));
-                    rows.truncate(limit);
-                }
-            })
-            .with_context(|| format!("reading the client table of worker {w}"))?;
-        }
-        rows.sort_by(|a, b| by(a, b).unwrap_or(std::cmp::Ordering::Equal));
-        rows.truncate(limit);
-        Ok(ClientsReport {
-            total,
-            capacity: self.client_capacity,
-            clients: rows,
-        })
+    /// What other threads may ask of the workers (policy, client tables).
+    pub fn workers(&self) -> &Arc<WorkerControl> {
+        &self.workers
     }
 
     /// The published clock (for the discipline thread and tests).
