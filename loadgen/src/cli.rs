@@ -314,6 +314,17 @@ impl SourceRange {
         self.v6
     }
 
+    /// The index of `ip` in the range (the `i` of [`SourceRange::nth`] below `count`).
+    pub fn index_of(&self, ip: IpAddr) -> Option<usize> {
+        let v = match (ip, self.v6) {
+            (IpAddr::V4(a), false) => u128::from(u32::from(a)),
+            (IpAddr::V6(a), true) => u128::from(a),
+            _ => return None,
+        };
+        let i = v.checked_sub(self.first)?;
+        (i < self.count).then(|| i as usize)
+    }
+
     /// How many addresses the range holds (saturating).
     pub fn count(&self) -> usize {
         self.count.min(usize::MAX as u128) as usize
@@ -366,8 +377,13 @@ pub const DEFAULT_CLIENTS: usize = 64;
 
 /// Largest number of threads: the thread index travels in 4 bits of every transmit timestamp.
 pub const MAX_THREADS: usize = 16;
-/// Most clients of `--transport xdp`: each has its own source port, from 1024 up.
-pub const XDP_MAX_CLIENTS: usize = 32_768;
+/// Most clients of a socket transport: one socket each.
+pub const SOCKET_MAX_CLIENTS: usize = 65_536;
+/// Most clients of `--transport xdp`: a (source address, source port) pair each, written into
+/// the frames; past 64,512 clients (the source ports from 1024 up) each needs its own address.
+pub const XDP_MAX_CLIENTS: usize = 1 << 20;
+/// The source ports `--transport xdp` gives its clients: 1024..=65535.
+pub const XDP_PORT_SPAN: usize = 65_536 - 1024;
 
 impl Args {
     pub fn settings(&self) -> Result<Settings> {
@@ -395,8 +411,11 @@ impl Args {
                 self.threads
             );
         }
-        if clients > 65_536 {
-            bail!("--clients must be at most 65536");
+        if clients > SOCKET_MAX_CLIENTS && self.transport != TransportKind::Xdp {
+            bail!(
+                "--clients must be at most {SOCKET_MAX_CLIENTS} (one socket each; \
+                 --transport xdp simulates up to {XDP_MAX_CLIENTS})"
+            );
         }
         if self.timeout_ms == 0 || self.timeout_ms > 60_000 {
             bail!("--timeout-ms must be 1..=60000");
@@ -448,6 +467,13 @@ impl Args {
                 }
                 if clients > XDP_MAX_CLIENTS {
                     bail!("--transport xdp simulates at most {XDP_MAX_CLIENTS} clients");
+                }
+                if clients > XDP_PORT_SPAN && sources.as_ref().is_none_or(|s| s.count() < clients) {
+                    bail!(
+                        "--transport xdp: more than {} clients need one source address each: \
+                         give --source-cidr with at least {clients} addresses",
+                        XDP_PORT_SPAN
+                    );
                 }
                 let ports: Vec<u16> = targets.iter().map(|t| t.addr.port()).collect();
                 if ports.contains(&0) {

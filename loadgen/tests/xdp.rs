@@ -10,13 +10,14 @@
 //! removed by a guard on every path; processes are stopped by PID.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 mod common;
 
-use common::{meridian_binary, run_bounded, skip_notice, ChildGuard};
-use meridian_testkit::netns::{self, VethPair, VethSpec};
+use common::netns::{start_server, Namespaces};
+use common::{run_bounded, skip_notice};
+use meridian_testkit::netns;
 
 /// Why the test cannot run here, if it cannot.
 fn skip_reason() -> Option<String> {
@@ -30,77 +31,6 @@ fn skip_reason() -> Option<String> {
         return Some(e);
     }
     None
-}
-
-/// The two namespaces, as scripts/netns.sh builds them with EXTRA=4: NAME-srv with veth
-/// NAME-s0 (10.201.0.1/24, fd00:201::1/64) and NAME-cli with NAME-c0 (10.201.0.2/24,
-/// fd00:201::2/64, and .100-.103 / ::100-::103), reverse-path filtering off. Deleted on drop.
-struct Namespaces {
-    name: String,
-    pair: VethPair,
-}
-
-impl Namespaces {
-    fn up() -> Namespaces {
-        // Interface names are NAME-s0: at most 15 bytes.
-        let name = format!("lgx{}", std::process::id() % 1_000_000);
-        let spec = VethSpec::new([10, 201, 0], [0xfd00, 0x201, 0, 0])
-            .devices(&format!("{name}-s0"), &format!("{name}-c0"))
-            .client_extra(4)
-            .rp_filter_off();
-        let pair = VethPair::create(&format!("{name}-srv"), &format!("{name}-cli"), spec)
-            .unwrap_or_else(|e| panic!("veth pair {name}: {e}"));
-        Namespaces { name, pair }
-    }
-
-    /// `ip netns exec NAME-srv PROGRAM`.
-    fn in_srv(&self, program: &Path) -> Command {
-        self.pair.server.command(program)
-    }
-
-    /// `ip netns exec NAME-cli PROGRAM`.
-    fn in_cli(&self, program: &Path) -> Command {
-        self.pair.client.command(program)
-    }
-}
-
-/// Starts meridian in the server namespace and waits until it answers from the client one.
-fn start_server(ns: &Namespaces, backend: &str, port: u16, log: &Path) -> ChildGuard {
-    let mut c = ns.in_srv(&meridian_binary());
-    c.args(["serve", "--workers", "1", "--backend", backend])
-        .args(["--listen", &format!("10.201.0.1:{port}")])
-        .args(["--listen", &format!("[fd00:201::1]:{port}")]);
-    if backend == "xdp" {
-        c.args(["--interface", &format!("{}-s0", ns.name)]);
-    }
-    let file = std::fs::File::create(log).unwrap();
-    let child = c
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .expect("spawn meridian");
-    let mut guard = ChildGuard::terminating(child, "meridian");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(s) = guard.try_wait() {
-            panic!(
-                "meridian --backend {backend} exited: {s}; log:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        let mut q = ns.in_cli(&meridian_binary());
-        q.args(["query", &format!("10.201.0.1:{port}"), "-n", "1"])
-            .args(["--timeout", "0.3"]);
-        if run_bounded(q, Duration::from_secs(10)).status.success() {
-            return guard;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "meridian --backend {backend} never answered"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn loadgen(ns: &Namespaces, target: &str, extra: &[&str], json: &Path) -> Output {
@@ -170,13 +100,13 @@ fn xdp_transport_against_udp_and_xdp_backends() {
         ));
         return;
     }
-    let ns = Namespaces::up();
+    let ns = Namespaces::up("lgx");
     let dir = std::env::temp_dir().join(format!("loadgen-xdp-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let port = 123;
     for backend in ["udp", "xdp"] {
         let log = dir.join(format!("server-{backend}.log"));
-        let mut server = start_server(&ns, backend, port, &log);
+        let mut server = start_server(&ns, backend, port, &log, &[]);
         for (i, (family, target, extra)) in [
             ("IPv4", "10.201.0.1:123", &["--clients", "50"][..]),
             (

@@ -59,7 +59,7 @@ use crate::sys::realtime;
 /// First client source port.
 pub const PORT_BASE: u16 = 1024;
 /// Client source ports: 1024..=65535.
-const PORT_SPAN: usize = 65_536 - PORT_BASE as usize;
+const PORT_SPAN: usize = crate::cli::XDP_PORT_SPAN;
 /// Frames kept out of the fill ring for transmitting.
 const TX_RESERVE: usize = 1024;
 /// How often the TAI − realtime offset is re-read.
@@ -99,6 +99,11 @@ pub struct XdpTransport {
     target: SocketAddr,
     /// Per client: the frame addresses.
     specs: Vec<UdpFrameSpec>,
+    /// The index of this transport's first client in `--source-cidr`.
+    first: usize,
+    /// More clients than source ports: each has its own address of this range, which says
+    /// whose a reply is.
+    by_address: Option<SourceRange>,
     /// This run's port offset (see the module docs).
     offset: usize,
     batch: usize,
@@ -262,15 +267,18 @@ impl XdpTransport {
                     }
                 )
             })?;
-        if let Some(s) = sources {
-            // As a bind would: replies to an address nobody owns would never be resolved.
-            for i in 0..count.min(s.count()) {
-                let ip = s.nth(first + i);
-                if !own.contains(&ip) {
-                    bail!("source address {ip} is not configured on {ifname}");
+        // Source addresses need not be configured here: the program takes the replies off
+        // the wire before the kernel looks at their address (the target must route them back
+        // to this interface: a spoofed flood). Past the port span, each client has its own.
+        let by_address = match sources {
+            Some(s) if count > PORT_SPAN => {
+                if s.count() < first + count {
+                    bail!("{count} clients need as many source addresses (--source-cidr)");
                 }
+                Some(s.clone())
             }
-        }
+            _ => None,
+        };
         let offset = NEXT_OFFSET.fetch_add(count, Ordering::Relaxed) % PORT_SPAN;
         let specs = (0..count)
             .map(|i| {
@@ -318,6 +326,8 @@ impl XdpTransport {
             target,
             specs,
             offset,
+            first,
+            by_address,
             batch,
             tai_offset_ns: meridian::sys::clock::tai_offset_ns(),
             tai_read: Instant::now(),
@@ -396,6 +406,7 @@ impl Transport for XdpTransport {
             let target = self.target;
             let specs = &self.specs;
             let offset = self.offset;
+            let (first, by_address) = (self.first, self.by_address.as_ref());
             let xsk = &mut self.kept.as_mut().expect("open until dropped").binding.xsk;
             let mut errors = 0u64;
             let n = xsk.receive(max, |f| {
@@ -406,10 +417,18 @@ impl Transport for XdpTransport {
                 if p.src != target {
                     return;
                 }
-                let Some(client) = client_index(offset, specs.len(), p.dst.port()) else {
+                let client = match by_address {
+                    // One address per client: the address names it.
+                    Some(range) => range
+                        .index_of(p.dst.ip())
+                        .and_then(|i| i.checked_sub(first))
+                        .filter(|&i| i < specs.len()),
+                    None => client_index(offset, specs.len(), p.dst.port()),
+                };
+                let Some(client) = client else {
                     return; // a client of an earlier run: like a closed socket
                 };
-                if specs[client].src.ip() != p.dst.ip() {
+                if specs[client].src != p.dst {
                     return;
                 }
                 let stamp = f

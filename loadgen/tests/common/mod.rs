@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod chrony;
+pub mod netns;
 
 use std::fs::File;
 use std::net::{SocketAddr, UdpSocket};
