@@ -322,7 +322,7 @@ impl SourceRange {
             _ => return None,
         };
         let i = v.checked_sub(self.first)?;
-        (i < self.count).then(|| i as usize)
+        (i < self.count).then_some(i as usize)
     }
 
     /// How many addresses the range holds (saturating).
