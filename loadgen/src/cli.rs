@@ -543,6 +543,32 @@ mod tests {
         assert_eq!(r.nth(3), "127.0.0.5".parse::<IpAddr>().unwrap());
         assert!(SourceRange::parse("10.0.0.0/33").is_err());
         assert!(SourceRange::parse("10.0.0.255/24").is_err());
+        // index_of is nth's inverse within the range.
+        let r = SourceRange::parse("10.204.0.0/15").unwrap();
+        assert_eq!(r.count(), 131_070);
+        for i in [0, 1, 255, 256, 99_999, 131_069] {
+            assert_eq!(r.index_of(r.nth(i)), Some(i));
+        }
+        assert_eq!(r.index_of("10.204.0.0".parse().unwrap()), None);
+        assert_eq!(r.index_of("10.206.0.1".parse().unwrap()), None);
+        assert_eq!(r.index_of("::1".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn client_limits_by_transport() {
+        let args = |extra: &[&str]| {
+            let mut v = vec!["x", "--target", "10.201.0.1:123", "--clients", "100000"];
+            v.extend_from_slice(extra);
+            Args::parse_from(v).settings()
+        };
+        let e = args(&[]).unwrap_err().to_string();
+        assert!(e.contains("at most 65536 (one socket each"), "{e}");
+        let xdp = ["--transport", "xdp", "--interface", "veth0"];
+        let e = args(&xdp).unwrap_err().to_string();
+        assert!(e.contains("need one source address each"), "{e}");
+        let mut with_sources = xdp.to_vec();
+        with_sources.extend_from_slice(&["--source-cidr", "10.204.0.0/15"]);
+        assert_eq!(args(&with_sources).unwrap().clients, 100_000);
     }
 
     #[test]
