@@ -240,6 +240,95 @@ fn datapath(c: &mut Criterion) {
     g.finish();
 }
 
+/// `n` random IPv4 deny prefixes of lengths /8 to /32, none of them 0.0.0.0/0.
+fn random_prefixes(n: usize) -> Vec<meridian::datapath::access::Prefix> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let addr = std::net::IpAddr::from((x as u32).to_be_bytes());
+            let len = 8 + ((x >> 40) % 25) as u8;
+            meridian::datapath::access::Prefix::new(addr, len).expect("length within 32")
+        })
+        .collect()
+}
+
+/// The access rules' lookup with one rule and with 10,000, and the whole per-datagram step
+/// with the policy on (10,000 rules, rate limiting with every client under its limit) and
+/// off, side by side.
+fn policy(c: &mut Criterion) {
+    use meridian::clock::{RawStamp, TimestampQuality};
+    use meridian::datapath::access::AccessRules;
+    use meridian::datapath::ratelimit::RateLimit;
+    use meridian::datapath::{Arrival, Policy};
+    use std::sync::Arc;
+    const CLIENTS: usize = 1 << 20;
+    let addrs = client_addrs(CLIENTS);
+    let mut g = c.benchmark_group("policy");
+    g.throughput(Throughput::Elements(1));
+    for (name, n) in [("access_1_rule", 1), ("access_10k_rules", 10_000)] {
+        let rules = AccessRules::new(&[], &random_prefixes(n));
+        let mut i = 0usize;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                i = (i + 1) & (CLIENTS - 1);
+                rules.allows(black_box(addrs[i].ip()))
+            })
+        });
+    }
+    let snap = ClockSnapshot::local(2, -24, NOW.add_nanos(-1_000_000_000));
+    let req = request();
+    let mut out = [0u8; MAX_REPLY_LEN];
+    let on = Policy {
+        access: Arc::new(AccessRules::new(&[], &random_prefixes(10_000))),
+        // One request per 8 s, burst 8: the clients below send one per ~10 s.
+        rate_limit: Some(RateLimit::new(3, 8, 2, true)),
+        ..Policy::default()
+    };
+    for (name, policy) in [
+        ("on_datagram_1k_policy_off", Policy::default()),
+        ("on_datagram_1k_policy_on", on),
+    ] {
+        let mut worker = Worker::new(WorkerConfig {
+            clients: 1024,
+            seed: 7,
+            interleaved: true,
+        });
+        worker.set_policy(&policy);
+        let (mut i, mut now) = (0usize, NOW);
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                // 1,024 clients in turn, 10 ms apart: each sends every ~10 s.
+                i = (i + 1) & 1023;
+                now = now.add_nanos(10_000_000);
+                let arrival = Arrival {
+                    src: addrs[i],
+                    dst: None,
+                    ifindex: 0,
+                    rx: RawStamp {
+                        raw: now,
+                        quality: TimestampQuality::Kernel,
+                    },
+                };
+                let v = worker.on_datagram(&arrival, black_box(&req), &mut out, &snap, || {
+                    black_box(now.add_nanos(1_500))
+                });
+                debug_assert!(matches!(v, meridian::datapath::Verdict::Reply { .. }));
+                v
+            })
+        });
+        let t = *worker.tally();
+        assert_eq!(
+            t.get(meridian::datapath::counters::Counter::Answered),
+            t.get(meridian::datapath::counters::Counter::Received),
+            "{name}: every request answered (no client over the limit, none denied)"
+        );
+    }
+    g.finish();
+}
+
 #[cfg(linux_io)]
 fn xdp_frame(c: &mut Criterion) {
     use meridian::clock::{RawStamp, TimestampQuality};
@@ -295,5 +384,5 @@ fn xdp_frame(c: &mut Criterion) {
 #[cfg(not(linux_io))]
 fn xdp_frame(_: &mut Criterion) {}
 
-criterion_group!(hot_path, parse, reply, snapshot, timestamps, datapath, xdp_frame);
+criterion_group!(hot_path, parse, reply, snapshot, timestamps, datapath, policy, xdp_frame);
 criterion_main!(hot_path);
