@@ -28,6 +28,10 @@ Topologies: `netns` (two namespaces joined by veth, from scripts/netns.sh; needs
 `loopback`. Traffic never leaves this machine; servers are stopped by PID; the namespaces are
 removed at the end.
 
+A server name `BACKEND+policy` (e.g. `udp+policy`) runs that backend with 10,000 access
+rules and the rate limit on, every request still served (write_policy_config): run it beside
+the plain backend for the with/without ratio.
+
 usage: bench/compare.py [--topology netns|loopback] [--servers udp,io-uring,xdp,chronyd]
                         [--duration S] [--fixed-rate N] [--sweep-rates A,B,...]
                         [--clients N] [--gen-transport mmsg|xdp] [--out FILE] [--no-build]
@@ -37,6 +41,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import re
 import shutil
 import signal
@@ -136,6 +141,28 @@ def query_ok(topo, addr, port, timeout=10.0):
     return False
 
 
+def write_policy_config(path, rules=10_000):
+    """A configuration with the access rules and the rate limit on, every request still served:
+    `rules` random IPv4 deny prefixes (/12 to /32) outside the benchmark's own networks
+    (10/8 and 127/8), and a rate limit no benchmark client reaches (the generator's clients
+    share one source address, so the limit is per that address: 2^-19 s, 524,288 req/s, with
+    the largest burst). The cost measured is the checks', on every request."""
+    rng = random.Random(20261204)
+    deny = set()
+    while len(deny) < rules:
+        addr = rng.getrandbits(32)
+        if addr >> 24 in (10, 127):
+            continue
+        length = rng.randint(12, 32)
+        addr &= (0xFFFFFFFF << (32 - length)) & 0xFFFFFFFF
+        deny.add(f"{addr >> 24}.{addr >> 16 & 255}.{addr >> 8 & 255}.{addr & 255}/{length}")
+    with open(path, "w") as f:
+        f.write("[access]\ndeny = [\n")
+        f.writelines(f'  "{p}",\n' for p in sorted(deny))
+        f.write("]\ndeny-action = \"kod\"\n\n")
+        f.write("[rate-limit]\nenabled = true\ninterval = -19\nburst = 255\nleak = 2\nkod = true\n")
+
+
 class ServerProc:
     """One server under test, started pinned to the server core."""
 
@@ -153,9 +180,16 @@ class ServerProc:
                 )
             cmd = pin + [shutil.which("chronyd") or "/usr/sbin/chronyd", "-x", "-d", "-u", "root", "-f", conf]
         else:
-            cmd = pin + [MERIDIAN, "serve", "--listen", f"{addr}:{port}", "--workers", "1", "--backend", name]
-            if name == "xdp":
+            backend, _, variant = name.partition("+")
+            cmd = pin + [MERIDIAN, "serve", "--listen", f"{addr}:{port}", "--workers", "1", "--backend", backend]
+            if backend == "xdp":
                 cmd += ["--interface", f"{NS_NAME}-s0"]
+            if variant == "policy":
+                conf = os.path.join(self.tmp, "meridian.toml")
+                write_policy_config(conf)
+                cmd += ["--config", conf]
+            elif variant:
+                raise ValueError(f"unknown server variant {name!r} (known: BACKEND+policy)")
         self.out = open(os.path.join(self.tmp, "server.log"), "w")
         self.proc = subprocess.Popen(topo.server_prefix() + cmd, stdout=self.out, stderr=subprocess.STDOUT)
         if not query_ok(topo, addr, port):

@@ -490,6 +490,7 @@ impl Server {
             clients = client_records,
             client_memory = format!("{} MiB", client_bytes >> 20),
             access_rules = policy.access.len(),
+            rules_memory = format!("{} KiB", policy.access.memory_bytes() >> 10),
             rate_limit = %opts.rate_limit.limit().map_or("off".to_owned(), |l| format!(
                 "1 per 2^{} s, burst {}, leak 1/2^{}{}",
                 l.interval,
