@@ -166,7 +166,7 @@ def write_policy_config(path, rules=10_000):
 class ServerProc:
     """One server under test, started pinned to the server core."""
 
-    def __init__(self, name, topo, core, port):
+    def __init__(self, name, topo, core, port, config_text=None, extra_args=()):
         self.name = name
         self.tmp = tempfile.mkdtemp(prefix="mbench-")
         addr = topo.server_ip
@@ -190,6 +190,12 @@ class ServerProc:
                 cmd += ["--config", conf]
             elif variant:
                 raise ValueError(f"unknown server variant {name!r} (known: BACKEND+policy)")
+            if config_text is not None:
+                conf = os.path.join(self.tmp, "meridian.toml")
+                with open(conf, "w") as f:
+                    f.write(config_text)
+                cmd += ["--config", conf]
+            cmd += list(extra_args)
         self.out = open(os.path.join(self.tmp, "server.log"), "w")
         self.proc = subprocess.Popen(topo.server_prefix() + cmd, stdout=self.out, stderr=subprocess.STDOUT)
         if not query_ok(topo, addr, port):
