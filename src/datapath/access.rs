@@ -277,14 +277,16 @@ impl Builder {
             }
         }
         let mut nodes = Vec::with_capacity(queue.len());
-        let mut bases = Vec::with_capacity(queue.len());
+        let mut bases = Vec::with_capacity(queue.len() * 4);
         let mut stored = queue.len() as u32;
         while let Some((id, inherited)) = queue.pop_front() {
             let (marks, children) = self.slots(id, inherited);
             let mut node = Node::default();
-            bases.push(stored);
             for slot in 0..FANOUT {
                 let bit = 1u64 << (slot % 64);
+                if slot % 64 == 0 {
+                    bases.push(stored);
+                }
                 match children[slot] {
                     NO_CHILD => {
                         if decide(marks[slot]) {
@@ -314,6 +316,7 @@ const LEAF: u32 = 1 << 31;
 
 /// One node of the compiled trie below the top table, one cache line: which of its 256 slots
 /// have a child (words 0–3) and, for the others, whether the address is denied (words 4–7).
+/// Where the children are is in [`Trie::bases`], 16 bytes a node.
 #[derive(Clone, Copy, Default)]
 #[repr(C, align(64))]
 struct Node {
@@ -328,7 +331,8 @@ struct Trie {
     /// Empty when the family has no rule.
     top: Vec<u32>,
     nodes: Vec<Node>,
-    /// Index of each node's first child (its children follow in slot order).
+    /// Index of the first child in each quarter (64 slots) of each node: `4 × node + quarter`
+    /// (a node's children follow one another in slot order).
     bases: Vec<u32>,
     /// What an address no rule matches gets (used here only when there is no table).
     default_denies: bool,
@@ -353,11 +357,9 @@ impl Trie {
             if children >> bit & 1 == 0 {
                 return words[4 + w] >> bit & 1 == 1;
             }
-            // The child's rank among this node's children: those in earlier words and the
-            // lower bits of this one.
-            let below = (children & ((1u64 << bit) - 1)).count_ones()
-                + words[..w].iter().map(|x| x.count_ones()).sum::<u32>();
-            n = (self.bases[n] + below) as usize;
+            // The child's index: the first of its quarter's, plus the children below it there.
+            let below = (children & ((1u64 << bit) - 1)).count_ones();
+            n = (self.bases[4 * n + w] + below) as usize;
         }
         // A child below the last byte cannot exist: prefixes are at most the address long.
         unreachable_denies()
