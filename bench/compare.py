@@ -29,8 +29,10 @@ Topologies: `netns` (two namespaces joined by veth, from scripts/netns.sh; needs
 removed at the end.
 
 A server name `BACKEND+policy` (e.g. `udp+policy`) runs that backend with 10,000 access
-rules and the rate limit on, every request still served (write_policy_config): run it beside
-the plain backend for the with/without ratio.
+rules and the rate limit on, every request still served (write_policy_config); `BACKEND+notable`
+runs it without the client table (and so without interleaved mode), `BACKEND+basic` with the
+table but without interleaved mode (and its transmit stamps). Run them beside the plain backend
+for the with/without ratios.
 
 usage: bench/compare.py [--topology netns|loopback] [--servers udp,io-uring,xdp,chronyd]
                         [--duration S] [--fixed-rate N] [--sweep-rates A,B,...]
@@ -188,8 +190,15 @@ class ServerProc:
                 conf = os.path.join(self.tmp, "meridian.toml")
                 write_policy_config(conf)
                 cmd += ["--config", conf]
+            elif variant == "notable":
+                # No client table, so no interleaved mode: the per-client state's baseline.
+                config_text = (config_text or "") + "[clients]\nmax = 0\n[server]\ninterleaved = false\n"
+            elif variant == "basic":
+                # The client table on, interleaved mode (and its transmit stamps) off.
+                config_text = (config_text or "") + "[server]\ninterleaved = false\n"
             elif variant:
-                raise ValueError(f"unknown server variant {name!r} (known: BACKEND+policy)")
+                raise ValueError(f"unknown server variant {name!r} "
+                                 "(known: BACKEND+policy, BACKEND+notable, BACKEND+basic)")
             if config_text is not None:
                 conf = os.path.join(self.tmp, "meridian.toml")
                 with open(conf, "w") as f:
