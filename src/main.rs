@@ -320,6 +320,7 @@ impl Reload<'_> {
                 .workers()
                 .set_access(&reloaded.access, &reloaded.rate_limit);
         }
+        server.workers().set_auth(&reloaded.auth);
         tracing::info!(
             "reload: done ({} source table(s){})",
             reloaded.sources.len(),

@@ -204,6 +204,7 @@ impl Config {
                     .to_owned(),
             );
         }
+        self.auth.host_check(errors, warnings);
     }
 }
 
