@@ -34,12 +34,27 @@ pub fn chronyd_query_args(host: &str, port: u16, pid_path: &Path) -> Vec<String>
 
 /// Runs `chronyd -Q` (see [`chronyd_query_args`]) against `target`; returns its output.
 pub fn chronyd_query(target: SocketAddr) -> RunOutput {
+    chronyd_query_keyed(target, None)
+}
+
+/// [`chronyd_query`] with a symmetric key: `keyfile FILE` and `key ID` on the server line
+/// (the key file must be readable by chronyd's user, which it drops to).
+pub fn chronyd_query_keyed(target: SocketAddr, key: Option<(&Path, u32)>) -> RunOutput {
+    // One chronyd per key and file at a time: its pid file says which.
+    let tag = key.map_or(String::new(), |(file, id)| {
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        format!("-{id}-{name}")
+    });
     let pid_path = std::env::temp_dir().join(format!(
-        "meridian-itest-chronyd-{}-{}.pid",
+        "meridian-itest-chronyd-{}-{}{tag}.pid",
         std::process::id(),
         target.port()
     ));
-    let args = chronyd_query_args(&target.ip().to_string(), target.port(), &pid_path);
+    let mut args = chronyd_query_args(&target.ip().to_string(), target.port(), &pid_path);
+    if let Some((file, id)) = key {
+        args[3].push_str(&format!(" key {id}"));
+        args.push(format!("keyfile {}", file.display()));
+    }
     let out = run_bounded(Command::new(CHRONYD).args(&args), Duration::from_secs(20))
         .expect("running chronyd");
     let _ = std::fs::remove_file(&pid_path);
