@@ -80,3 +80,67 @@ impl AuthConfig {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::testing::{err, parse, problems};
+
+    #[test]
+    fn auth_section_parses_and_checks_require() {
+        let c =
+            parse("[auth]\nkeys = \"/etc/k\"\nrequire = true\nrequire-action = \"kod\"\n").unwrap();
+        assert_eq!(c.auth.keys.as_deref(), Some(std::path::Path::new("/etc/k")));
+        assert!(c.auth.require);
+        assert_eq!(c.auth.require_action, RequireAction::Kod);
+        assert_eq!(parse("").unwrap().auth, AuthConfig::default());
+        let p = problems("[auth]\nrequire = true\n");
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].key, "auth.require");
+        assert_eq!(p[0].location, Some((2, 11)));
+        let e = err("[auth]\nrequire-action = \"deny\"\n");
+        assert!(
+            e.starts_with("meridian.toml:2:18: auth.require-action: unknown variant `deny`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_host_check_reads_the_key_file() {
+        let dir = std::env::temp_dir().join(format!("meridian-cfg-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("keys");
+        std::fs::write(
+            &path,
+            "1 SHA1 HEX:00112233445566778899aabb\n2 AES128 short\n",
+        )
+        .unwrap();
+        let auth = AuthConfig {
+            keys: Some(path.clone()),
+            require: true,
+            require_action: RequireAction::Drop,
+        };
+        let (mut errors, mut warnings) = (Problems::default(), Problems::default());
+        auth.host_check(&mut errors, &mut warnings);
+        assert_eq!(errors.0.len(), 1, "{:?}", errors.0);
+        assert_eq!(errors.0[0].key, "auth.keys");
+        assert!(
+            errors.0[0]
+                .message
+                .starts_with(&format!("{}:2: key 2: AES128", path.display())),
+            "{:?}",
+            errors.0
+        );
+        std::fs::write(&path, "1 SHA1 HEX:00112233445566778899aabb\n").unwrap();
+        let (server, _) = auth.load().unwrap();
+        assert_eq!((server.keys.len(), server.require), (1, Require::Drop));
+        std::fs::remove_dir_all(&dir).unwrap();
+        let (mut errors, mut warnings) = (Problems::default(), Problems::default());
+        auth.host_check(&mut errors, &mut warnings);
+        assert!(
+            errors.0[0].message.starts_with("cannot read key file"),
+            "{:?}",
+            errors.0
+        );
+    }
+}
