@@ -396,3 +396,173 @@ fn validate_reports_bad_key_files_by_line_and_open_ones_as_a_warning() {
         let _ = std::fs::remove_file(p);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Upstream sources with a key
+// ---------------------------------------------------------------------------------------------
+
+/// chronyd serving local stratum 1 on 127.0.0.1:`port` with the keys of `keys` (`-x`: the
+/// clock untouched), answering once it does; killed by PID when the guard drops.
+fn chronyd_server(keys: &Path, port: u16) -> (common::ChildGuard, PathBuf) {
+    let (_, uid, gid) =
+        meridian_testkit::system_user(&["_chrony", "chrony"]).expect("a _chrony (or chrony) user");
+    let dir = std::env::temp_dir().join(format!(
+        "meridian-itest-auth-chronyd-{}-{port}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+    let conf = dir.join("chrony.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {port}\nbindaddress 127.0.0.1\nallow 127.0.0.1\nlocal stratum 1\nkeyfile {}\n\
+             pidfile {d}/chronyd.pid\ncmdport 0\nbindcmdaddress /\n",
+            keys.display(),
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new(CHRONYD)
+        .args(["-x", "-d", "-f"])
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawning chronyd");
+    let guard = common::ChildGuard::new(child);
+    let target: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Until it answers (refused while it starts: the probe's errors are not failures).
+    let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+    probe.connect(target).unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 128];
+    while probe
+        .send(&request(4, 3, ntp_now()))
+        .and_then(|_| probe.recv(&mut buf))
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "chronyd does not answer on {target}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (guard, dir)
+}
+
+/// meridian with one `[[source]]` at `upstream` using key `key` of `keys`, polled 4 times a
+/// second.
+fn meridian_upstream(keys: &Path, upstream: SocketAddr, key: u32) -> (Server, PathBuf) {
+    server(
+        "udp",
+        &format!(
+            "keys = {:?}\n[clock]\nmin-sources = 1\n[[source]]\naddress = \"{upstream}\"\n\
+             key = {key}\niburst = true\nminpoll = -2\nmaxpoll = -2\n",
+            keys.display()
+        ),
+    )
+}
+
+/// The report's row of the one source: (state, requests, replies).
+fn source_row(server: &Server) -> (String, u64, u64) {
+    let r = server.report_now();
+    let s = &r["sources"][0];
+    (
+        s["state"].as_str().unwrap_or("?").to_owned(),
+        s["requests"].as_u64().unwrap_or(0),
+        s["replies"].as_u64().unwrap_or(0),
+    )
+}
+
+#[test]
+fn an_upstream_chronyd_with_the_key_is_followed_and_without_it_is_not() {
+    if let Some(why) = chronyd_missing() {
+        return skip_notice(why);
+    }
+    let keys = key_file("upstream-keys", KEYS);
+    let port = common::free_port(true, false).expect("a free port");
+    let (_chronyd, dir) = chronyd_server(&keys, port);
+    let upstream: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // Two meridians at once: one with a key chronyd has (SHA256, cut to 20 bytes in NTPv4),
+    // one with a key chronyd lacks (9: only in meridian's file).
+    let ours = key_file(
+        "upstream-ours",
+        &format!("{KEYS}9 AES128 HEX:0f0e0d0c0b0a09080706050403020100\n"),
+    );
+    let (good, good_cfg) = meridian_upstream(&ours, upstream, 3);
+    let (bad, bad_cfg) = meridian_upstream(&ours, upstream, 9);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (state, requests, replies) = source_row(&good);
+        if state == "selected" && replies >= 3 {
+            assert!(requests >= replies);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the keyed source was never selected ({state}, {requests} requests, {replies} \
+             replies): {}",
+            good.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Synchronised to it: stratum 2 behind chronyd's stratum 1.
+    let reply = ask(good.addr4(), &request(4, 3, ntp_now())).expect("an answer");
+    assert_eq!((reply[0] >> 6, reply[1]), (0, 2), "LI 0, stratum 2");
+    // chronyd answers no request with a key it lacks: never a reply, never synchronised.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while source_row(&bad).1 < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "not polled: {}",
+            bad.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (state, _, replies) = source_row(&bad);
+    assert_eq!((state.as_str(), replies), ("unreachable", 0));
+    let reply = ask(bad.addr4(), &request(4, 3, ntp_now())).expect("an answer");
+    assert_eq!(reply[0] >> 6, 3, "still unsynchronised");
+    drop((good, bad));
+    for p in [keys, ours, good_cfg, bad_cfg] {
+        let _ = std::fs::remove_file(p);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn unsigned_replies_from_a_keyed_source_are_not_used() {
+    let keys = key_file("fake-keys", KEYS);
+    // A fake upstream that answers every request, without a MAC.
+    let fake = common::FakeUpstream::start(
+        std::net::Ipv4Addr::new(127, 0, 31, 1),
+        common::FakeBehaviour::offset(0.0),
+    );
+    let (server, cfg) = meridian_upstream(&keys, fake.addr, 4);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fake.request_count() < 4 || source_row(&server).1 < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "never polled: {}",
+            server.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (state, requests, replies) = source_row(&server);
+    assert!(requests >= 4);
+    assert_eq!(
+        (state.as_str(), replies),
+        ("unreachable", 0),
+        "unsigned replies are no replies"
+    );
+    let reply = ask(server.addr4(), &request(4, 3, ntp_now())).expect("an answer");
+    assert_eq!(reply[0] >> 6, 3, "unsynchronised");
+    drop(server);
+    let _ = std::fs::remove_file(cfg);
+    let _ = std::fs::remove_file(keys);
+}

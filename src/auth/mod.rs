@@ -11,6 +11,7 @@
 
 pub mod keyfile;
 mod mac;
+pub mod upstream;
 
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::Problems;
+use super::{Problems, SourceConfig};
 use crate::auth::{KeyFile, KeyFileError, Require, ServerAuth};
 
 /// `[auth]`.
@@ -42,12 +42,27 @@ impl AuthConfig {
     }
 
     /// Reads the key file (this host's check): every bad line is an error, an open file or a
-    /// weak key a warning, all under `auth.keys`.
-    pub(super) fn host_check(&self, errors: &mut Problems, warnings: &mut Problems) {
+    /// weak key a warning, all under `auth.keys`; a source's `key` must be in it.
+    pub(super) fn host_check(
+        &self,
+        sources: &[SourceConfig],
+        errors: &mut Problems,
+        warnings: &mut Problems,
+    ) {
         match self.load() {
-            Ok((_, warned)) => {
+            Ok((auth, warned)) => {
                 for w in warned {
                     warnings.add("auth.keys", w);
+                }
+                for (i, s) in sources.iter().enumerate() {
+                    let Some(id) = s.key else { continue };
+                    if auth.keys.get(id).is_none() {
+                        let why = match &self.keys {
+                            Some(path) => format!("key {id} is not in {}", path.display()),
+                            None => format!("key {id} needs a key file: set auth.keys"),
+                        };
+                        errors.add(format!("source[{i}].key"), why);
+                    }
                 }
             }
             Err(KeyFileError::Invalid { path, problems }) => {
@@ -121,7 +136,7 @@ mod tests {
             require_action: RequireAction::Drop,
         };
         let (mut errors, mut warnings) = (Problems::default(), Problems::default());
-        auth.host_check(&mut errors, &mut warnings);
+        auth.host_check(&[], &mut errors, &mut warnings);
         assert_eq!(errors.0.len(), 1, "{:?}", errors.0);
         assert_eq!(errors.0[0].key, "auth.keys");
         assert!(
@@ -133,10 +148,26 @@ mod tests {
         );
         std::fs::write(&path, "1 SHA1 HEX:00112233445566778899aabb\n").unwrap();
         let (server, _) = auth.load().unwrap();
+        // A source's key must be in the file.
+        let mut source = SourceConfig::new("127.0.0.1:123");
+        source.key = Some(2);
+        let (mut errors, mut warnings) = (Problems::default(), Problems::default());
+        auth.host_check(&[source.clone()], &mut errors, &mut warnings);
+        assert_eq!(errors.0.len(), 1, "{:?}", errors.0);
+        assert_eq!(errors.0[0].key, "source[0].key");
+        assert!(
+            errors.0[0].message.starts_with("key 2 is not in "),
+            "{:?}",
+            errors.0
+        );
+        source.key = Some(1);
+        let (mut errors, mut warnings) = (Problems::default(), Problems::default());
+        auth.host_check(&[source], &mut errors, &mut warnings);
+        assert!(errors.0.is_empty(), "{:?}", errors.0);
         assert_eq!((server.keys.len(), server.require), (1, Require::Drop));
         std::fs::remove_dir_all(&dir).unwrap();
         let (mut errors, mut warnings) = (Problems::default(), Problems::default());
-        auth.host_check(&mut errors, &mut warnings);
+        auth.host_check(&[], &mut errors, &mut warnings);
         assert!(
             errors.0[0].message.starts_with("cannot read key file"),
             "{:?}",

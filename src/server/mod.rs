@@ -169,6 +169,7 @@ impl WorkerControl {
             auth: Arc::new(auth),
             ..(**current).clone()
         };
+        crate::auth::upstream::publish(&policy.auth);
         self.post_policy(&mut current, policy);
     }
 
@@ -447,6 +448,7 @@ impl Server {
             auth: Arc::new(auth),
             ..policy_for(&opts.access, &opts.rate_limit, true)
         });
+        crate::auth::upstream::publish(&policy.auth);
         let mut counters = Vec::with_capacity(workers);
         let mut mailboxes = Vec::with_capacity(workers);
         let mut threads = Vec::with_capacity(workers);
