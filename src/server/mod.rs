@@ -147,7 +147,8 @@ impl WorkerControl {
     /// file that cannot be used leaves the running keys in place.
     pub fn set_auth(&self, auth: &AuthConfig) {
         let mut current = self.policy();
-        let (auth, warnings) = match auth.load() {
+        // Its warnings came with the configuration's (`Config::load_checked`).
+        let (auth, _) = match auth.load() {
             Ok(loaded) => loaded,
             Err(e) => {
                 for line in e.to_string().lines() {
@@ -157,9 +158,6 @@ impl WorkerControl {
                 return;
             }
         };
-        for w in warnings {
-            tracing::warn!("{w}");
-        }
         tracing::info!(
             keys = auth.keys.len(),
             require = ?auth.require,
