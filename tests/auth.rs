@@ -220,6 +220,15 @@ fn raw_requests_signed_replies_crypto_naks_and_required_authentication() {
         assert_eq!(reply.len(), 52, "{backend}");
         assert_eq!(&reply[48..52], &[0; 4], "{backend}: key id 0");
         assert_eq!(&reply[12..16], b"CRYP", "{backend}");
+        // An MD5 key's id with a 20-byte digest (the wrong length for MD5): a bad MAC too.
+        let mut wrong_len = signed(&keys, 4, 1, ntp_now());
+        wrong_len.extend_from_slice(&[0; 4]);
+        let reply = ask(target, &wrong_len).expect("a crypto-NAK");
+        assert_eq!(
+            (reply.len(), &reply[48..52]),
+            (52, &[0u8; 4][..]),
+            "{backend}"
+        );
         // No MAC: KoD CRYP, 48 bytes.
         let plain = request(4, 3, ntp_now());
         let reply = ask(target, &plain).expect("a KoD");
@@ -231,8 +240,8 @@ fn raw_requests_signed_replies_crypto_naks_and_required_authentication() {
         let stopped = server.stop();
         let r = &stopped.report;
         assert_eq!(counter(r, &["total", "authenticated"]), 7, "{backend}: {r}");
-        assert_eq!(counter(r, &["total", "bad_mac"]), 1, "{backend}: {r}");
-        assert_eq!(counter(r, &["total", "kod_cryp"]), 2, "{backend}: {r}");
+        assert_eq!(counter(r, &["total", "bad_mac"]), 2, "{backend}: {r}");
+        assert_eq!(counter(r, &["total", "kod_cryp"]), 3, "{backend}: {r}");
         let _ = std::fs::remove_file(&config);
     }
     let _ = std::fs::remove_file(&file);

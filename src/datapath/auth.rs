@@ -336,6 +336,66 @@ mod tests {
         assert_eq!(t.get(Counter::BadMac), 1);
     }
 
+    proptest::proptest! {
+        /// Signed requests of any version and key, then damaged anywhere (a byte flipped, cut
+        /// short, bytes added, the key id changed): never a panic, never a reply longer than
+        /// the request, every datagram answered or dropped and counted; an answer either signed
+        /// with the request's key or a crypto-NAK.
+        #[test]
+        fn damaged_signed_requests_never_get_more_bytes_than_they_carry(
+            version in 1u8..=4,
+            id in 1u32..=5,
+            flip in proptest::option::of((0usize..120, 1u8..=255)),
+            cut in proptest::option::of(0usize..120),
+            extra in 0usize..12,
+            other_id in proptest::option::of(proptest::num::u32::ANY),
+            require in proptest::sample::select(vec![Require::Off, Require::Drop, Require::Kod]),
+        ) {
+            let mut w = worker(require);
+            let mut req = if id == 5 { client_request(version, 6, NtpTimestamp(3)).to_vec() } else {
+                signed(version, id)
+            };
+            if let Some(k) = other_id {
+                if req.len() > 52 {
+                    req[48..52].copy_from_slice(&k.to_be_bytes());
+                }
+            }
+            if let Some((at, x)) = flip {
+                let n = req.len();
+                req[at % n] ^= x;
+            }
+            req.extend(std::iter::repeat_n(0u8, extra));
+            if let Some(c) = cut {
+                req.truncate(c.min(req.len()));
+            }
+            let snap = ClockSnapshot::local(2, -20, T);
+            // In place, as the xdp backend: the reply must fit the request's own bytes.
+            let mut buf = req.clone();
+            let v = w.on_datagram_in_place(&meta(), &mut buf, req.len(), &snap, || T);
+            let mut out = [0u8; MAX_REPLY_LEN];
+            let v2 = w.on_datagram(&meta(), &req, &mut out, &snap, || T);
+            for (v, reply) in [(v, &buf[..]), (v2, &out[..])] {
+                if let Some((len, _)) = v.send() {
+                    proptest::prop_assert!(len <= req.len(), "{len} > {}", req.len());
+                    let signed = len > 52;
+                    if signed {
+                        let key_id = u32::from_be_bytes(reply[48..52].try_into().unwrap());
+                        let version = reply[0] >> 3 & 7;
+                        let set = keys();
+                        let ok = set.check(&reply[..48], key_id, &reply[52..len], version);
+                        let valid = matches!(ok, crate::auth::Check::Valid { .. });
+                        proptest::prop_assert!(valid, "{:?}", ok);
+                    } else if len == 52 {
+                        proptest::prop_assert_eq!(&reply[48..52], &[0u8; 4]);
+                    }
+                }
+            }
+            let t = *w.tally();
+            proptest::prop_assert_eq!(t.get(Counter::Received), 2);
+            proptest::prop_assert_eq!(t.get(Counter::Answered) + t.dropped_total(), 2);
+        }
+    }
+
     #[test]
     fn a_kod_to_an_authenticated_request_is_signed() {
         let mut w = worker(Require::Off);
