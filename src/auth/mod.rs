@@ -178,6 +178,15 @@ impl KeySet {
             .map(|i| &self.keys[i])
     }
 
+    /// The key with `id`, for [`Key::sign_mut`] and [`Key::verify_mut`].
+    #[inline]
+    pub fn get_mut(&mut self, id: u32) -> Option<&mut Key> {
+        self.keys
+            .binary_search_by_key(&id, |k| k.id)
+            .ok()
+            .map(|i| &mut self.keys[i])
+    }
+
     pub fn len(&self) -> usize {
         self.keys.len()
     }

@@ -342,3 +342,35 @@ fn a_later_key_with_the_same_id_replaces_the_earlier_in_a_set() {
     assert_eq!(set.get(1).unwrap().kind(), MacKind::Sha1);
     assert!(set.get(2).is_none());
 }
+
+#[test]
+fn the_in_place_state_gives_the_same_macs_every_time() {
+    for (id, kind, secret, want) in vectors() {
+        let mut k = key(id, kind, &secret);
+        let mut out = [0u8; MAX_DIGEST_LEN];
+        // Twice: the CMAC state is reset to the keyed start after each MAC.
+        for _ in 0..2 {
+            let n = k.digest_mut(&packet(), &mut out);
+            assert_eq!(&out[..n], &want[..], "{kind}");
+            assert!(k.verify_mut(&packet(), &want[..kind.digest_len().min(20)], 4));
+        }
+        let mut a = [0u8; 48 + 4 + MAX_DIGEST_LEN];
+        let mut b = a;
+        a[..48].copy_from_slice(&packet());
+        b[..48].copy_from_slice(&packet());
+        let d = k.digest_len_for(3);
+        assert_eq!(k.sign_mut(&mut a, 48, d), k.sign(&mut b, 48, d), "{kind}");
+        assert_eq!(a, b, "{kind}");
+        let mut set = KeySet::new([k]);
+        assert_eq!(
+            set.check_mut(&packet(), id, &want, 3),
+            Check::Valid {
+                digest_len: want.len()
+            }
+        );
+        assert_eq!(
+            set.check_mut(&packet(), id + 100, &want, 3),
+            Check::UnknownKey
+        );
+    }
+}

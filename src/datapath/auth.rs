@@ -22,7 +22,7 @@ pub(super) enum Outcome {
 /// Checks the MAC of `req`, whose datagram is `request`, and counts the outcome.
 #[inline]
 pub(super) fn check(
-    auth: Option<&ServerAuth>,
+    auth: Option<&mut ServerAuth>,
     req: &Request,
     request: &[u8],
     tally: &mut Tally,
@@ -31,7 +31,7 @@ pub(super) fn check(
         return Outcome::Plain;
     };
     let check = match auth {
-        Some(a) => a.keys.check(
+        Some(a) => a.keys.check_mut(
             mac.covered(request),
             mac.key_id,
             mac.digest(request),
@@ -85,7 +85,7 @@ pub(super) fn refusal(auth: Option<&ServerAuth>, outcome: Outcome) -> Option<Ref
 /// packet. The signed reply is no longer than the request (same key, same digest length).
 #[inline]
 pub(super) fn sign(
-    auth: Option<&ServerAuth>,
+    auth: Option<&mut ServerAuth>,
     outcome: Outcome,
     verdict: Verdict,
     out: &mut [u8],
@@ -94,8 +94,8 @@ pub(super) fn sign(
     let Outcome::Signed { key_id, digest_len } = outcome else {
         return verdict;
     };
-    let key = auth.and_then(|a| a.keys.get(key_id));
-    let mut signed = |len: usize| key.and_then(|k| k.sign(out, len, digest_len));
+    let mut key = auth.and_then(|a| a.keys.get_mut(key_id));
+    let mut signed = |len: usize| key.as_mut().and_then(|k| k.sign_mut(out, len, digest_len));
     match verdict {
         Verdict::Reply { len, tx } => match signed(len) {
             Some(len) => Verdict::Reply { len, tx },

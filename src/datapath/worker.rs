@@ -99,8 +99,9 @@ pub struct Worker {
     rate_limit: Option<RateLimit>,
     /// Limited requests seen (picks the leaked ones).
     limited_seq: u64,
-    /// The keys and `[auth] require`, when either is set.
-    auth: Option<Arc<ServerAuth>>,
+    /// The keys and `[auth] require`, when either is set: this worker's own copy, so a MAC
+    /// works on the key's state in place (no copy per packet).
+    auth: Option<ServerAuth>,
 }
 
 impl Worker {
@@ -129,7 +130,7 @@ impl Worker {
         self.access = (!policy.access.is_empty()).then(|| policy.access.clone());
         self.deny_kod = policy.deny_kod;
         self.rate_limit = policy.rate_limit.filter(|_| self.clients.is_some());
-        self.auth = (!policy.auth.is_off()).then(|| policy.auth.clone());
+        self.auth = (!policy.auth.is_off()).then(|| (*policy.auth).clone());
     }
 
     /// The end of a batch: flushes this batch's counts into `counters` and takes up what the
@@ -162,7 +163,7 @@ impl Worker {
         self.arrived(meta.rx);
         match Request::parse(request) {
             Ok(req) => {
-                let outcome = auth::check(self.auth.as_deref(), &req, request, &mut self.tally);
+                let outcome = auth::check(self.auth.as_mut(), &req, request, &mut self.tally);
                 self.answer(meta, &req, outcome, out, snap, transmit)
             }
             Err(reason) => self.dropped(meta, reason),
@@ -188,7 +189,7 @@ impl Worker {
             // `req` holds every field of the request the reply needs, and its MAC is checked
             // before the reply overwrites it.
             Ok(req) => {
-                let outcome = auth::check(self.auth.as_deref(), &req, request, &mut self.tally);
+                let outcome = auth::check(self.auth.as_mut(), &req, request, &mut self.tally);
                 self.answer(meta, &req, outcome, buf, snap, transmit)
             }
             Err(reason) => self.dropped(meta, reason),
@@ -326,7 +327,7 @@ impl Worker {
         transmit: impl FnOnce() -> UnixNanos,
     ) -> Verdict {
         let v = self.checked(meta, req, outcome, out, snap, transmit);
-        auth::sign(self.auth.as_deref(), outcome, v, out, &mut self.tally)
+        auth::sign(self.auth.as_mut(), outcome, v, out, &mut self.tally)
     }
 
     /// The policy's checks, in order: serving, access rules, authentication; then the reply
@@ -359,7 +360,7 @@ impl Worker {
                 return Verdict::Drop(DropReason::Denied);
             }
         }
-        match auth::refusal(self.auth.as_deref(), outcome) {
+        match auth::refusal(self.auth.as_ref(), outcome) {
             None => {}
             Some(Refusal::Kod) => return Self::kod(&mut self.tally, req, KissCode::Cryp, out),
             Some(Refusal::Drop) => {
