@@ -28,6 +28,12 @@ Topologies: `netns` (two namespaces joined by veth, from scripts/netns.sh; needs
 `loopback`. Traffic never leaves this machine; servers are stopped by PID; the namespaces are
 removed at the end.
 
+A server name `BACKEND+policy` (e.g. `udp+policy`) runs that backend with 10,000 access
+rules and the rate limit on, every request still served (write_policy_config); `BACKEND+notable`
+runs it without the client table (and so without interleaved mode), `BACKEND+basic` with the
+table but without interleaved mode (and its transmit stamps). Run them beside the plain backend
+for the with/without ratios.
+
 usage: bench/compare.py [--topology netns|loopback] [--servers udp,io-uring,xdp,chronyd]
                         [--duration S] [--fixed-rate N] [--sweep-rates A,B,...]
                         [--clients N] [--gen-transport mmsg|xdp] [--out FILE] [--no-build]
@@ -37,6 +43,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import re
 import shutil
 import signal
@@ -136,10 +143,32 @@ def query_ok(topo, addr, port, timeout=10.0):
     return False
 
 
+def write_policy_config(path, rules=10_000):
+    """A configuration with the access rules and the rate limit on, every request still served:
+    `rules` random IPv4 deny prefixes (/12 to /32) outside the benchmark's own networks
+    (10/8 and 127/8), and a rate limit no benchmark client reaches (the generator's clients
+    share one source address, so the limit is per that address: 2^-19 s, 524,288 req/s, with
+    the largest burst). The cost measured is the checks', on every request."""
+    rng = random.Random(20261204)
+    deny = set()
+    while len(deny) < rules:
+        addr = rng.getrandbits(32)
+        if addr >> 24 in (10, 127):
+            continue
+        length = rng.randint(12, 32)
+        addr &= (0xFFFFFFFF << (32 - length)) & 0xFFFFFFFF
+        deny.add(f"{addr >> 24}.{addr >> 16 & 255}.{addr >> 8 & 255}.{addr & 255}/{length}")
+    with open(path, "w") as f:
+        f.write("[access]\ndeny = [\n")
+        f.writelines(f'  "{p}",\n' for p in sorted(deny))
+        f.write("]\ndeny-action = \"kod\"\n\n")
+        f.write("[rate-limit]\nenabled = true\ninterval = -19\nburst = 255\nleak = 2\nkod = true\n")
+
+
 class ServerProc:
     """One server under test, started pinned to the server core."""
 
-    def __init__(self, name, topo, core, port):
+    def __init__(self, name, topo, core, port, config_text=None, extra_args=()):
         self.name = name
         self.tmp = tempfile.mkdtemp(prefix="mbench-")
         addr = topo.server_ip
@@ -153,9 +182,29 @@ class ServerProc:
                 )
             cmd = pin + [shutil.which("chronyd") or "/usr/sbin/chronyd", "-x", "-d", "-u", "root", "-f", conf]
         else:
-            cmd = pin + [MERIDIAN, "serve", "--listen", f"{addr}:{port}", "--workers", "1", "--backend", name]
-            if name == "xdp":
+            backend, _, variant = name.partition("+")
+            cmd = pin + [MERIDIAN, "serve", "--listen", f"{addr}:{port}", "--workers", "1", "--backend", backend]
+            if backend == "xdp":
                 cmd += ["--interface", f"{NS_NAME}-s0"]
+            if variant == "policy":
+                conf = os.path.join(self.tmp, "meridian.toml")
+                write_policy_config(conf)
+                cmd += ["--config", conf]
+            elif variant == "notable":
+                # No client table, so no interleaved mode: the per-client state's baseline.
+                config_text = (config_text or "") + "[clients]\nmax = 0\n[server]\ninterleaved = false\n"
+            elif variant == "basic":
+                # The client table on, interleaved mode (and its transmit stamps) off.
+                config_text = (config_text or "") + "[server]\ninterleaved = false\n"
+            elif variant:
+                raise ValueError(f"unknown server variant {name!r} "
+                                 "(known: BACKEND+policy, BACKEND+notable, BACKEND+basic)")
+            if config_text is not None:
+                conf = os.path.join(self.tmp, "meridian.toml")
+                with open(conf, "w") as f:
+                    f.write(config_text)
+                cmd += ["--config", conf]
+            cmd += list(extra_args)
         self.out = open(os.path.join(self.tmp, "server.log"), "w")
         self.proc = subprocess.Popen(topo.server_prefix() + cmd, stdout=self.out, stderr=subprocess.STDOUT)
         if not query_ok(topo, addr, port):

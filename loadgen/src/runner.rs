@@ -304,8 +304,15 @@ fn worker(
                             iv.missed += due.skipped;
                         }
                         // The slots due together go out from one client in one batch;
-                        // clients take turns batch by batch.
-                        if due.send > 0 {
+                        // clients take turns batch by batch. Interleaved clients take one
+                        // slot each: a client's second request in a burst would have no
+                        // reply to refer to yet, and would go out basic.
+                        if due.send > 0 && plan.interleaved {
+                            for _ in 0..due.send {
+                                todo.push((rr as u32, 1));
+                                rr = (rr + 1) % nclients;
+                            }
+                        } else if due.send > 0 {
                             todo.push((rr as u32, due.send));
                             rr = (rr + 1) % nclients;
                         }

@@ -531,6 +531,7 @@ impl Server {
             clients = client_records,
             client_memory = format!("{} MiB", client_bytes >> 20),
             access_rules = policy.access.len(),
+            rules_memory = format!("{} KiB", policy.access.memory_bytes() >> 10),
             keys = policy.auth.keys.len(),
             rate_limit = %opts.rate_limit.limit().map_or("off".to_owned(), |l| format!(
                 "1 per 2^{} s, burst {}, leak 1/2^{}{}",

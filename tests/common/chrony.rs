@@ -85,6 +85,15 @@ pub struct Measurement {
 /// polling every 1/16 s for `secs` seconds, and returns the measurements it logged. `Err`
 /// says why chronyd cannot run here (a reason to skip).
 pub fn chronyd_xleave(target: SocketAddr, secs: u32) -> Result<Vec<Measurement>, String> {
+    chronyd_xleave_in(None, target, secs)
+}
+
+/// [`chronyd_xleave`] inside the network namespace `netns` (`ip netns exec`), or here.
+pub fn chronyd_xleave_in(
+    netns: Option<&str>,
+    target: SocketAddr,
+    secs: u32,
+) -> Result<Vec<Measurement>, String> {
     if !Path::new(CHRONYD).is_file() {
         return Err(format!(
             "{CHRONYD} is not installed (apt-get install chrony)"
@@ -96,8 +105,9 @@ pub fn chronyd_xleave(target: SocketAddr, secs: u32) -> Result<Vec<Measurement>,
     let (_, uid, gid) = meridian_testkit::system_user(&["_chrony", "chrony"])
         .ok_or("no _chrony (or chrony) user in /etc/passwd")?;
     let dir = std::env::temp_dir().join(format!(
-        "meridian-itest-xleave-{}-{}",
+        "meridian-itest-xleave-{}-{}-{}",
         std::process::id(),
+        netns.unwrap_or("host"),
         target.port()
     ));
     let _ = std::fs::remove_dir_all(&dir);
@@ -117,13 +127,18 @@ pub fn chronyd_xleave(target: SocketAddr, secs: u32) -> Result<Vec<Measurement>,
     )
     .map_err(|e| e.to_string())?;
     // SIGTERM after `secs` (chronyd then flushes its logs), bounded again from outside.
-    let out = run_bounded(
-        Command::new("timeout")
-            .args(["-s", "TERM", &secs.to_string(), CHRONYD, "-x", "-d", "-f"])
-            .arg(&conf),
-        Duration::from_secs(u64::from(secs) + 10),
-    )
-    .map_err(|e| format!("running chronyd: {e}"))?;
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "timeout"]);
+            c
+        }
+        None => Command::new("timeout"),
+    };
+    cmd.args(["-s", "TERM", &secs.to_string(), CHRONYD, "-x", "-d", "-f"])
+        .arg(&conf);
+    let out = run_bounded(&mut cmd, Duration::from_secs(u64::from(secs) + 10))
+        .map_err(|e| format!("running chronyd: {e}"))?;
     let log = std::fs::read_to_string(dir.join("measurements.log")).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&dir);
     let lines: Vec<Measurement> = log.lines().filter_map(measurement).collect();

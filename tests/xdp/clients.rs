@@ -8,8 +8,8 @@ use std::time::Duration;
 use meridian_testkit::{skip_notice, VethPair};
 
 use crate::common::{
-    chrony_offset, chronyd_query_args, counter, parse_reply, python_with_ntplib, request, CHRONYD,
-    MERIDIAN,
+    chrony_offset, chronyd_query_args, chronyd_xleave_in, counter, parse_reply, python_with_ntplib,
+    request, CHRONYD, MERIDIAN,
 };
 use crate::server::XdpServer;
 use crate::{c6, s6, C4, DETACH_WAIT, S4, S6};
@@ -153,6 +153,61 @@ pub fn clients(mode: &str) {
     assert!(
         pair.server.xdp_detached_within("va", DETACH_WAIT),
         "program detached after exit"
+    );
+}
+
+/// chronyd with `xleave` in the client namespace, polling every 1/16 s for 6 s: after its
+/// first exchange every reply is interleaved, carrying the transmit time the AF_XDP TX
+/// completion stamped, and the offsets are those of one clock.
+pub fn chronyd_interleaved(mode: &str) {
+    let pair = setup!();
+    if !Path::new(CHRONYD).exists() {
+        return skip_notice(&format!("chronyd interleaved over xdp: {CHRONYD} missing"));
+    }
+    let server = XdpServer::must_start(&pair, mode, &["10.203.0.1:123"]);
+    let target = SocketAddr::from((S4, 123));
+    let lines = chronyd_xleave_in(Some(pair.client.name()), target, 6)
+        .unwrap_or_else(|e| panic!("chronyd in the client namespace: {e}"));
+    let (report, _) = server.stop();
+    assert!(lines.len() >= 20, "{mode}: {} measurements", lines.len());
+    let later_basic = lines.iter().skip(2).filter(|m| !m.interleaved).count();
+    assert_eq!(
+        later_basic, 0,
+        "{mode}: basic replies after the start: {lines:?}"
+    );
+    let interleaved = lines.iter().filter(|m| m.interleaved).count() as u64;
+    assert!(
+        counter(&report, &["total", "interleaved"]) >= interleaved,
+        "{report}"
+    );
+    // The interleaved replies carried the completion stamps of the earlier replies (kernel
+    // quality in copy mode, as on veth; hardware with zero copy), never the estimate.
+    let stamped: u64 = ["kernel", "driver", "hardware"]
+        .iter()
+        .map(|q| counter(&report, &["total", "tx_timestamps", q]))
+        .sum();
+    assert!(
+        stamped >= interleaved,
+        "interleaved replies carry completion stamps: {report}"
+    );
+    // The same host clock on both sides: a wrong transmit time would be off by the poll
+    // interval (62.5 ms) or the reply's delay; these are far below either.
+    let mut offsets: Vec<f64> = lines
+        .iter()
+        .filter(|m| m.interleaved)
+        .map(|m| m.offset.abs())
+        .collect();
+    offsets.sort_by(f64::total_cmp);
+    let median = offsets[offsets.len() / 2];
+    assert!(
+        median < 0.000_5,
+        "{mode}: median |offset| {median} s: {lines:?}"
+    );
+    eprintln!(
+        "{mode}: chronyd xleave over xdp: {} measurements, {interleaved} interleaved, median \
+         |offset| {:.2} µs",
+        lines.len(),
+        median * 1e6
     );
 }
 

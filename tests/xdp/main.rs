@@ -104,6 +104,16 @@ fn clients_native() {
 }
 
 #[test]
+fn chronyd_interleaved_generic() {
+    clients::chronyd_interleaved("generic");
+}
+
+#[test]
+fn chronyd_interleaved_native() {
+    clients::chronyd_interleaved("native");
+}
+
+#[test]
 fn answered_source_and_checksums_seen_by_the_client_kernel() {
     clients::answered_source_and_checksums_seen_by_the_client_kernel();
 }
