@@ -97,8 +97,16 @@ pub(super) fn sign(
     let mut key = auth.and_then(|a| a.keys.get_mut(key_id));
     let mut signed = |len: usize| key.as_mut().and_then(|k| k.sign_mut(out, len, digest_len));
     match verdict {
-        Verdict::Reply { len, tx } => match signed(len) {
-            Some(len) => Verdict::Reply { len, tx },
+        Verdict::Reply {
+            len,
+            tx,
+            kernel_stamp,
+        } => match signed(len) {
+            Some(len) => Verdict::Reply {
+                len,
+                tx,
+                kernel_stamp,
+            },
             None => unsigned(tally),
         },
         Verdict::Kod { len, code } => match signed(len) {

@@ -39,7 +39,8 @@ pub struct Record {
     /// Moving average of log2 of the request interval in nanoseconds, in 1/256 units
     /// (0 until a second request).
     interval_log2_256: i16,
-    /// Bit flags for the features that keep state here.
+    /// Bit flags for the features that keep state here ([`FLAG_KOD_SENT`],
+    /// [`FLAG_INTERLEAVES`]).
     pub flags: u8,
     /// Quality of `tx_sent` (a `TimestampQuality` index), when known.
     pub tx_quality: u8,
@@ -50,6 +51,12 @@ pub struct Record {
     pub rx_sent: u64,
     pub tx_sent: u64,
 }
+
+/// Record flag: a KoD RATE was sent and no token has been spent since (the rate limiter's).
+pub const FLAG_KOD_SENT: u8 = 1 << 0;
+/// Record flag: the client has sent an interleaved request (RFC 9769), so the transmit stamps
+/// of its replies are worth asking the kernel for.
+pub const FLAG_INTERLEAVES: u8 = 1 << 1;
 
 const EMPTY: Record = Record {
     addr: [0; 16],

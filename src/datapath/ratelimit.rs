@@ -14,14 +14,12 @@
 //! Tokens are fixed point, [`ONE`] units a token, refilled from the nanoseconds since the
 //! client's previous request.
 
-use super::clients::Record;
+use super::clients::{Record, FLAG_KOD_SENT as KOD_SENT};
 
 /// One token in the record's fixed-point units.
 pub const ONE: u32 = 1 << 20;
 /// Largest `burst`: [`ONE`] × 255 fits the record's 32 bits.
 pub const MAX_BURST: u32 = 255;
-/// Record flag: a KoD RATE was sent and no token has been spent since.
-const KOD_SENT: u8 = 1 << 0;
 
 /// The rate limit every client of a worker is held to.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::access::AccessRules;
 use super::auth::{self, Outcome, Refusal};
-use super::clients::{ClientTable, Record, Seen, Slot};
+use super::clients::{ClientTable, Record, Seen, Slot, FLAG_INTERLEAVES};
 use super::counters::{Counter, Tally};
 use super::interleaved::{self, TxToken};
 use super::mailbox::Mailbox;
@@ -52,8 +52,15 @@ impl Arrival {
 pub enum Verdict {
     /// A reply of `len` bytes is in the output buffer: send it to the source. With a `tx`
     /// token, the worker wants the reply's transmit timestamp when the backend has one
-    /// ([`Worker::on_tx_stamp`]): the client's next, interleaved reply carries it.
-    Reply { len: usize, tx: Option<TxToken> },
+    /// ([`Worker::on_tx_stamp`]): the client's next, interleaved reply carries it. A stamp
+    /// that costs something to get (the socket backends' error-queue stamps) is worth asking
+    /// for only with `kernel_stamp`: the client interleaves. Stamps that come anyway (AF_XDP
+    /// completions) are worth handing over for every token.
+    Reply {
+        len: usize,
+        tx: Option<TxToken>,
+        kernel_stamp: bool,
+    },
     /// A kiss-o'-death of `len` bytes is in the output buffer: send it to the source.
     Kod { len: usize, code: KissCode },
     /// Nothing is sent; counted under `reason`.
@@ -66,9 +73,24 @@ impl Verdict {
     #[inline]
     pub fn send(self) -> Option<(usize, Option<TxToken>)> {
         match self {
-            Verdict::Reply { len, tx } => Some((len, tx)),
+            Verdict::Reply { len, tx, .. } => Some((len, tx)),
             Verdict::Kod { len, .. } => Some((len, None)),
             Verdict::Drop(_) => None,
+        }
+    }
+
+    /// [`Verdict::send`] for a backend whose transmit stamps cost a request each (udp and
+    /// io-uring: an error-queue message per stamped reply): the token only when the stamp is
+    /// worth asking for.
+    #[inline]
+    pub fn send_asking_stamps(self) -> Option<(usize, Option<TxToken>)> {
+        match self {
+            Verdict::Reply {
+                len,
+                tx,
+                kernel_stamp,
+            } => Some((len, tx.filter(|_| kernel_stamp))),
+            other => other.send(),
         }
     }
 }
@@ -386,7 +408,11 @@ impl Worker {
             self.tally.count(Counter::Answered);
             self.tally.tx_stamp(TimestampQuality::User);
             let len = req.write_reply(snap, rx, out, || snap.cook(transmit()));
-            return Verdict::Reply { len, tx: None };
+            return Verdict::Reply {
+                len,
+                tx: None,
+                kernel_stamp: false,
+            };
         };
         let (slot, record, seen) = t.touch_since(meta.src.ip(), meta.rx.raw.0);
         match seen {
@@ -420,7 +446,11 @@ impl Worker {
         } else {
             self.tally.tx_stamp(TimestampQuality::User);
             let len = req.write_reply(snap, rx, out, || snap.cook(transmit()));
-            Verdict::Reply { len, tx: None }
+            Verdict::Reply {
+                len,
+                tx: None,
+                kernel_stamp: false,
+            }
         }
     }
 
@@ -455,12 +485,18 @@ impl Worker {
             interleaved::Mode::Interleaved { quality, .. } => {
                 tally.count(Counter::Interleaved);
                 tally.tx_stamp(quality);
+                record.flags |= FLAG_INTERLEAVES;
             }
         }
         let token = interleaved::save(record, slot, &times, estimate);
+        // A kernel transmit stamp costs the socket backends an error-queue message per reply
+        // (0.7× the closed-loop rate on udp when every reply asked for one:
+        // docs/benchmarks.md), so it is asked for only once the client has shown that it
+        // interleaves; its first interleaved reply carries the estimate.
         Verdict::Reply {
             len,
             tx: Some(token),
+            kernel_stamp: record.flags & FLAG_INTERLEAVES != 0,
         }
     }
 }
@@ -615,9 +651,15 @@ mod tests {
         let t0 = T.0;
         // 1: a basic request. Receive field has its low bit set, transmit its low bit clear.
         let (v1, r1) = exchange(&mut w, A, &request(0, 0, 0xaaaa), t0, t0 + 10_000);
-        let Verdict::Reply { tx: Some(tok1), .. } = v1 else {
-            panic!("{v1:?}")
+        let Verdict::Reply {
+            tx: Some(tok1),
+            kernel_stamp: false,
+            ..
+        } = v1
+        else {
+            panic!("a token, but no kernel stamp asked for a client not yet interleaving: {v1:?}")
         };
+        assert_eq!(v1.send_asking_stamps(), Some((48, None)));
         let (o1, rx1, tx1) = fields(&r1);
         assert_eq!(o1, 0xaaaa, "basic: origin = request transmit");
         assert_eq!(rx1, ntp(t0) | 1);
@@ -637,7 +679,19 @@ mod tests {
             ntp(t0 + 25_000) & !1,
             "transmit = the first reply's true one"
         );
-        assert!(matches!(v2, Verdict::Reply { tx: Some(_), .. }));
+        // From now on the client interleaves: its replies' kernel stamps are worth asking for.
+        assert!(
+            matches!(
+                v2,
+                Verdict::Reply {
+                    tx: Some(_),
+                    kernel_stamp: true,
+                    ..
+                }
+            ),
+            "{v2:?}"
+        );
+        assert!(matches!(v2.send_asking_stamps(), Some((48, Some(_)))));
         let t = *w.tally();
         assert_eq!(
             (t.get(Counter::Answered), t.get(Counter::Interleaved)),

@@ -514,7 +514,7 @@ impl UringLoop {
             snap,
             sys::clock::now,
         );
-        let Some((len, tx)) = verdict.send() else {
+        let Some((len, tx)) = verdict.send_asking_stamps() else {
             self.rx.push(bid);
             return Ok(());
         };

@@ -538,7 +538,7 @@ impl UdpWorker {
                     &snap,
                     sys::clock::now,
                 );
-                let Some((reply_len, tx)) = verdict.send() else {
+                let Some((reply_len, tx)) = verdict.send_asking_stamps() else {
                     continue;
                 };
                 // Address the reply: the request's source, from the request's destination.
