@@ -21,6 +21,7 @@
 #[cfg(not(linux_io))]
 extern crate core as libc;
 
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod datapath;

@@ -320,6 +320,10 @@ impl Reload<'_> {
                 .workers()
                 .set_access(&reloaded.access, &reloaded.rate_limit);
         }
+        // The key file is read again whether or not the configuration changed.
+        if reloaded.auth.keys.is_some() || running.auth != reloaded.auth {
+            server.workers().set_auth(&reloaded.auth);
+        }
         tracing::info!(
             "reload: done ({} source table(s){})",
             reloaded.sources.len(),

@@ -204,6 +204,7 @@ impl Config {
                     .to_owned(),
             );
         }
+        self.auth.host_check(&self.sources, errors, warnings);
     }
 }
 

@@ -8,6 +8,7 @@
 //! [`Config`] and one in `validate`.
 
 mod access;
+mod auth;
 mod clients;
 mod clock;
 mod error;
@@ -25,6 +26,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 pub use access::{AccessConfig, DenyAction, RateLimitConfig, MAX_RULES};
+pub use auth::{AuthConfig, RequireAction};
 pub use clients::{ClientsConfig, DEFAULT_MAX_CLIENTS, MAX_CLIENTS};
 pub use clock::{ClockConfig, ClockMode, LeapDays, MAX_SMEAR_WINDOW};
 pub use error::{ConfigError, Problem, Problems};
@@ -49,6 +51,7 @@ pub struct Config {
     pub clients: ClientsConfig,
     pub access: AccessConfig,
     pub rate_limit: RateLimitConfig,
+    pub auth: AuthConfig,
     pub log: LogConfig,
     /// `[[source]]` tables: the upstream servers and pools. None: the local clock is served.
     #[serde(rename = "source")]
@@ -449,6 +452,7 @@ level = "meridian=trace,warn"
                 clients: ClientsConfig::default(),
                 access: AccessConfig::default(),
                 rate_limit: RateLimitConfig::default(),
+                auth: AuthConfig::default(),
                 log: LogConfig {
                     level: "meridian=trace,warn".into()
                 },
@@ -486,6 +490,7 @@ level = "meridian=trace,warn"
                 clients: ClientsConfig::default(),
                 access: AccessConfig::default(),
                 rate_limit: RateLimitConfig::default(),
+                auth: AuthConfig::default(),
                 log: LogConfig::default(),
                 sources: vec![
                     SourceConfig {
@@ -617,7 +622,7 @@ level = "meridian=trace,warn"
     fn unknown_table_is_rejected() {
         let e = err("[server]\n\n[sever]\nworkers = 1\n");
         assert!(
-            e.starts_with("meridian.toml:3:2: unknown field `sever` in the top level, expected one of `server`, `clock`, `clients`, `access`, `rate-limit`, `log`"),
+            e.starts_with("meridian.toml:3:2: unknown field `sever` in the top level, expected one of `server`, `clock`, `clients`, `access`, `rate-limit`, `auth`, `log`"),
             "{e}"
         );
     }

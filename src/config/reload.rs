@@ -2,7 +2,8 @@
 //!
 //! Live: the `[[source]]` tables (added, removed and changed sources), `[access]` and
 //! `[rate-limit]` (each worker takes them up between two batches: no request is dropped for
-//! it), and `log.level`.
+//! it), `[auth]` (the key file is read again on every SIGHUP, changed or not), and
+//! `log.level`.
 //! Everything in `[server]` (sockets, rings, workers, the XDP program), `[clock]` (the
 //! steering and leap state of a running discipline) and `[clients]` (the tables' memory,
 //! allocated at start-up) keeps its running value until a restart.
@@ -68,6 +69,7 @@ impl Changes {
             log: reloaded.log.clone(),
             access: reloaded.access.clone(),
             rate_limit: reloaded.rate_limit.clone(),
+            auth: reloaded.auth.clone(),
             ..running.clone()
         }
     }

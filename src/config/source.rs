@@ -30,6 +30,10 @@ pub struct SourceConfig {
     /// Pools: how many of the resolved addresses are used at once (default 4).
     #[serde(default)]
     pub max_sources: Option<usize>,
+    /// The id of a key in `[auth] keys`: requests are signed with it and only replies signed
+    /// with it are used.
+    #[serde(default)]
+    pub key: Option<u32>,
 }
 
 /// `source.kind`.
@@ -94,6 +98,7 @@ impl SourceConfig {
             maxpoll: DEFAULT_MAXPOLL,
             prefer: false,
             max_sources: None,
+            key: None,
         }
     }
 

@@ -32,6 +32,7 @@ impl Config {
                     .to_owned(),
             );
         }
+        self.auth.check(&mut p);
         source::check(&self.sources, &mut p);
         self.log.check(&mut p);
         p.0

@@ -52,11 +52,21 @@ pub enum Counter {
     KodRate,
     /// Requests over the rate limit answered anyway (1 in 2^leak of them), poll raised.
     RateLimitLeaked,
+    /// Requests with a valid MAC (symmetric key): their replies are signed with the key.
+    Authenticated,
+    /// Requests whose MAC names a known key but does not match (or has the wrong length):
+    /// answered with a crypto-NAK.
+    BadMac,
+    /// Requests whose MAC names no configured key (a crypto-NAK too).
+    UnknownKey,
+    /// Kiss-o'-death CRYP sent (counted in `answered` too): `[auth] require` refused an
+    /// unauthenticated request, or a bad MAC got a crypto-NAK without time.
+    KodCryp,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 12] = [
+    pub const ALL: [Counter; 16] = [
         Counter::Received,
         Counter::Answered,
         Counter::RxBuffersExhausted,
@@ -69,6 +79,10 @@ impl Counter {
         Counter::KodDeny,
         Counter::KodRate,
         Counter::RateLimitLeaked,
+        Counter::Authenticated,
+        Counter::BadMac,
+        Counter::UnknownKey,
+        Counter::KodCryp,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -87,6 +101,10 @@ impl Counter {
             Counter::KodDeny => "kod_deny",
             Counter::KodRate => "kod_rate",
             Counter::RateLimitLeaked => "rate_limit_leaked",
+            Counter::Authenticated => "authenticated",
+            Counter::BadMac => "bad_mac",
+            Counter::UnknownKey => "unknown_key",
+            Counter::KodCryp => "kod_cryp",
         }
     }
 }

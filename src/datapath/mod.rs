@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+mod auth;
 pub mod clients;
 pub mod counters;
 pub mod interleaved;

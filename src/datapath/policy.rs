@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::access::AccessRules;
 use super::ratelimit::RateLimit;
+use crate::auth::ServerAuth;
 
 /// The per-datagram rules of every worker.
 #[derive(Clone, Debug)]
@@ -19,6 +20,8 @@ pub struct Policy {
     pub deny_kod: bool,
     /// The per-client rate limit (needs the client table), if any.
     pub rate_limit: Option<RateLimit>,
+    /// The symmetric keys and whether requests must be authenticated (`[auth]`).
+    pub auth: Arc<ServerAuth>,
 }
 
 impl Default for Policy {
@@ -29,6 +32,7 @@ impl Default for Policy {
             access: Arc::new(AccessRules::new(&[], &[])),
             deny_kod: true,
             rate_limit: None,
+            auth: Arc::new(ServerAuth::default()),
         }
     }
 }

@@ -8,12 +8,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use super::access::AccessRules;
+use super::auth::{self, Outcome, Refusal};
 use super::clients::{ClientTable, Record, Seen, Slot, FLAG_INTERLEAVES};
 use super::counters::{Counter, Tally};
 use super::interleaved::{self, TxToken};
 use super::mailbox::Mailbox;
 use super::policy::Policy;
 use super::ratelimit::{Decision, RateLimit};
+use crate::auth::ServerAuth;
 use crate::clock::{ClockSnapshot, RawStamp, TimestampQuality};
 use crate::proto::{DropReason, KissCode, NtpTimestamp, Request, UnixNanos};
 
@@ -119,6 +121,9 @@ pub struct Worker {
     rate_limit: Option<RateLimit>,
     /// Limited requests seen (picks the leaked ones).
     limited_seq: u64,
+    /// The keys and `[auth] require`, when either is set: this worker's own copy, so a MAC
+    /// works on the key's state in place (no copy per packet).
+    auth: Option<ServerAuth>,
 }
 
 impl Worker {
@@ -134,6 +139,7 @@ impl Worker {
             deny_kod: true,
             rate_limit: None,
             limited_seq: 0,
+            auth: None,
         };
         w.set_policy(&Policy::default());
         w
@@ -146,6 +152,7 @@ impl Worker {
         self.access = (!policy.access.is_empty()).then(|| policy.access.clone());
         self.deny_kod = policy.deny_kod;
         self.rate_limit = policy.rate_limit.filter(|_| self.clients.is_some());
+        self.auth = (!policy.auth.is_off()).then(|| (*policy.auth).clone());
     }
 
     /// The end of a batch: flushes this batch's counts into `counters` and takes up what the
@@ -177,7 +184,10 @@ impl Worker {
     ) -> Verdict {
         self.arrived(meta.rx);
         match Request::parse(request) {
-            Ok(req) => self.answer(meta, &req, out, snap, transmit),
+            Ok(req) => {
+                let outcome = auth::check(self.auth.as_mut(), &req, request, &mut self.tally);
+                self.answer(meta, &req, outcome, out, snap, transmit)
+            }
             Err(reason) => self.dropped(meta, reason),
         }
     }
@@ -198,8 +208,12 @@ impl Worker {
             return self.dropped(meta, DropReason::TooLong);
         };
         match Request::parse(request) {
-            // `req` holds every field of the request the reply needs.
-            Ok(req) => self.answer(meta, &req, buf, snap, transmit),
+            // `req` holds every field of the request the reply needs, and its MAC is checked
+            // before the reply overwrites it.
+            Ok(req) => {
+                let outcome = auth::check(self.auth.as_mut(), &req, request, &mut self.tally);
+                self.answer(meta, &req, outcome, buf, snap, transmit)
+            }
             Err(reason) => self.dropped(meta, reason),
         }
     }
@@ -305,25 +319,55 @@ impl Worker {
     #[inline]
     fn kod(tally: &mut Tally, req: &Request, code: KissCode, out: &mut [u8]) -> Verdict {
         tally.count(Counter::Answered);
-        tally.count(match code {
-            KissCode::Rate => Counter::KodRate,
+        let len = match code {
+            KissCode::Rate => {
+                tally.count(Counter::KodRate);
+                req.write_kod(code, out)
+            }
             // RSTR is never sent; it would count with DENY (both mean "stop").
-            KissCode::Deny | KissCode::Rstr => Counter::KodDeny,
-        });
-        let len = req.write_kod(code, out);
+            KissCode::Deny | KissCode::Rstr => {
+                tally.count(Counter::KodDeny);
+                req.write_kod(code, out)
+            }
+            KissCode::Cryp => {
+                tally.count(Counter::KodCryp);
+                req.write_crypto_nak_kod(out)
+            }
+        };
         Verdict::Kod { len, code }
     }
 
-    /// The policy's checks, in order: serving, access rules; then the reply.
+    /// The answer to a request whose MAC was checked (`outcome`): signed when it was valid.
     #[inline]
     fn answer(
         &mut self,
         meta: &Arrival,
         req: &Request,
+        outcome: Outcome,
         out: &mut [u8],
         snap: &ClockSnapshot,
         transmit: impl FnOnce() -> UnixNanos,
     ) -> Verdict {
+        let v = self.checked(meta, req, outcome, out, snap, transmit);
+        auth::sign(self.auth.as_mut(), outcome, v, out, &mut self.tally)
+    }
+
+    /// The policy's checks, in order: serving, access rules, authentication; then the reply
+    /// (to the request without its MAC when the MAC was valid: [`auth::sign`] adds ours).
+    #[inline]
+    fn checked(
+        &mut self,
+        meta: &Arrival,
+        req: &Request,
+        outcome: Outcome,
+        out: &mut [u8],
+        snap: &ClockSnapshot,
+        transmit: impl FnOnce() -> UnixNanos,
+    ) -> Verdict {
+        let req = &match outcome {
+            Outcome::Signed { .. } => req.without_mac(),
+            Outcome::Plain | Outcome::Nak => *req,
+        };
         if !self.serving {
             self.tally.drop(DropReason::NotServing);
             return Verdict::Drop(DropReason::NotServing);
@@ -336,6 +380,14 @@ impl Worker {
                 }
                 self.tally.drop(DropReason::Denied);
                 return Verdict::Drop(DropReason::Denied);
+            }
+        }
+        match auth::refusal(self.auth.as_ref(), outcome) {
+            None => {}
+            Some(Refusal::Kod) => return Self::kod(&mut self.tally, req, KissCode::Cryp, out),
+            Some(Refusal::Drop) => {
+                self.tally.drop(DropReason::Unauthenticated);
+                return Verdict::Drop(DropReason::Unauthenticated);
             }
         }
         self.reply(meta, req, out, snap, transmit)

@@ -253,7 +253,8 @@ struct SendSlot {
     name: libc::sockaddr_storage,
     /// PKTINFO and the transmit-stamp request.
     ctrl: [u64; SLOT_CTRL / 8],
-    buf: [u8; 64],
+    /// The reply (the longest, a signed one, fits).
+    buf: [u8; MAX_REPLY_LEN],
     /// The key the reply's transmit stamp was asked under.
     tx_key: Option<u32>,
 }

@@ -24,6 +24,9 @@ pub enum ReplyError {
     ZeroTimestamp,
     /// The server's transmit time is before its receive time.
     Reversed,
+    /// The source has a key and the reply carries no valid MAC of it (unsigned, a
+    /// crypto-NAK, another key, or a bad digest).
+    Unauthenticated,
 }
 
 impl ReplyError {
@@ -40,6 +43,7 @@ impl ReplyError {
             ReplyError::Unsynchronized => "unsynchronized",
             ReplyError::ZeroTimestamp => "zero_timestamp",
             ReplyError::Reversed => "reversed_timestamps",
+            ReplyError::Unauthenticated => "unauthenticated",
         }
     }
 }
@@ -55,6 +59,7 @@ impl std::fmt::Display for ReplyError {
             ReplyError::Unsynchronized => write!(f, "server is not synchronised"),
             ReplyError::ZeroTimestamp => write!(f, "reply has a zero timestamp"),
             ReplyError::Reversed => write!(f, "server transmit precedes its receive"),
+            ReplyError::Unauthenticated => write!(f, "reply not signed with the source's key"),
         }
     }
 }

@@ -183,9 +183,10 @@ impl<'a> PacketView<'a> {
         self.ts_at(field::TRANSMIT_TS.start)
     }
 
-    /// Walks the bytes after the header. See [`Trailer`].
+    /// Walks the bytes after the header, by the rules of the packet's version. See
+    /// [`Trailer::parse_for`].
     pub fn trailer(&self) -> Result<Trailer<'a>, PacketError> {
-        Trailer::parse(self.rest)
+        Trailer::parse_for(self.rest, self.version())
     }
 
     /// The owned header.
@@ -300,6 +301,10 @@ pub const fn is_legacy_mac_len(n: usize) -> bool {
     matches!(n, 4 | 20 | 24)
 }
 
+/// The longest legacy MAC: a key id and a SHA-512 digest. Only NTPv1–3 packets carry MACs
+/// longer than 24 bytes (they have no extension fields to confuse them with).
+pub const MAX_MAC_LEN: usize = 4 + 64;
+
 /// What follows the header: zero or more extension fields, then optionally a legacy MAC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Trailer<'a> {
@@ -341,6 +346,29 @@ impl<'a> Trailer<'a> {
                 None => return Err(PacketError::MalformedExtension),
             }
         }
+    }
+
+    /// [`Trailer::parse`], for a packet of NTP `version`: NTPv1–3 packets have no extension
+    /// fields, so there a remainder of 28 to [`MAX_MAC_LEN`] bytes (a multiple of 4) is a MAC
+    /// with a long digest (SHA-256 and up, as chronyd sends them).
+    pub fn parse_for(rest: &'a [u8], version: u8) -> Result<Trailer<'a>, PacketError> {
+        let n = rest.len();
+        if version <= 3 && n > 24 && n <= MAX_MAC_LEN && n % 4 == 0 {
+            let (id, digest) = rest.split_at(4);
+            return Ok(Trailer {
+                fields: &[],
+                mac: Some(LegacyMac {
+                    key_id: u32::from_be_bytes([id[0], id[1], id[2], id[3]]),
+                    digest,
+                }),
+            });
+        }
+        Trailer::parse(rest)
+    }
+
+    /// The length of the extension-field region (where a MAC starts, after the header).
+    pub fn fields_len(&self) -> usize {
+        self.fields.len()
     }
 
     /// True when there is neither an extension field nor a MAC.

@@ -15,10 +15,14 @@
 //!   leap, stratum, precision, root delay, root dispersion, reference id and time from the
 //!   snapshot; when the server is not synchronised, LI=3, stratum 0, refid 0 and a zero
 //!   reference time go on the wire;
-//! * a request carrying a legacy MAC gets a crypto-NAK (no symmetric keys are configured);
-//!   extension fields are walked and skipped, and malformed ones make the request dropped.
+//! * a request carrying a legacy MAC is answered with a crypto-NAK here; the worker checks
+//!   the MAC against the configured keys first (`crate::auth`) and signs the reply of a valid
+//!   one instead. Extension fields are walked and skipped, and malformed ones make the
+//!   request dropped.
 
-use super::packet::{field, li_vn_mode, Header, Leap, Mode, PacketError, PacketView, HEADER_LEN};
+use super::packet::{
+    field, li_vn_mode, Header, Leap, Mode, PacketError, PacketView, HEADER_LEN, MAX_MAC_LEN,
+};
 use super::snapshot::ClockSnapshot;
 use super::time::{NtpShort, NtpTimestamp, UnixNanos};
 
@@ -46,11 +50,13 @@ pub enum DropReason {
     NotServing,
     /// The reply could not be sent.
     SendFailed,
+    /// No MAC, and `[auth] require = true` with `require-action = "drop"`.
+    Unauthenticated,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::TooShort,
         DropReason::TooLong,
         DropReason::BadVersion,
@@ -61,6 +67,7 @@ impl DropReason {
         DropReason::RateLimited,
         DropReason::NotServing,
         DropReason::SendFailed,
+        DropReason::Unauthenticated,
     ];
     /// Number of reasons (size of a counter array).
     pub const COUNT: usize = Self::ALL.len();
@@ -83,6 +90,7 @@ impl DropReason {
             DropReason::RateLimited => "rate_limited",
             DropReason::NotServing => "not_serving",
             DropReason::SendFailed => "send_failed",
+            DropReason::Unauthenticated => "unauthenticated",
         }
     }
 }
@@ -106,6 +114,9 @@ pub enum KissCode {
     Rate,
     /// Access restricted: stop sending.
     Rstr,
+    /// Cryptographic authentication failed (sent to unauthenticated requests when
+    /// authentication is required).
+    Cryp,
 }
 
 impl KissCode {
@@ -114,14 +125,41 @@ impl KissCode {
             KissCode::Deny => *b"DENY",
             KissCode::Rate => *b"RATE",
             KissCode::Rstr => *b"RSTR",
+            KissCode::Cryp => *b"CRYP",
         }
     }
 }
 
 /// Length of a crypto-NAK (a MAC of one zero key id).
 pub const CRYPTO_NAK_LEN: usize = 4;
-/// The longest reply this module writes.
-pub const MAX_REPLY_LEN: usize = HEADER_LEN + CRYPTO_NAK_LEN;
+/// The longest reply: a header and the longest MAC (a signed reply to an NTPv3 request
+/// with a SHA-512 key). Output buffers are this long.
+pub const MAX_REPLY_LEN: usize = HEADER_LEN + MAX_MAC_LEN;
+
+/// Where a request's legacy MAC is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MacField {
+    pub key_id: u32,
+    /// Offset of the key id: the MAC covers the request's bytes before it.
+    pub at: u16,
+    /// Length of the digest after the key id (0: a crypto-NAK).
+    pub digest_len: u8,
+}
+
+impl MacField {
+    /// The bytes the MAC covers (header and extension fields), from the request's buffer.
+    pub fn covered<'a>(&self, request: &'a [u8]) -> &'a [u8] {
+        request.get(..self.at as usize).unwrap_or(&[])
+    }
+
+    /// The digest, from the request's buffer.
+    pub fn digest<'a>(&self, request: &'a [u8]) -> &'a [u8] {
+        let from = self.at as usize + 4;
+        request
+            .get(from..from + self.digest_len as usize)
+            .unwrap_or(&[])
+    }
+}
 
 /// The origin and receive fields of a reply, and the served receive time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,8 +189,9 @@ pub struct Request {
     pub receive_ts: NtpTimestamp,
     /// Length of the request datagram.
     pub len: usize,
-    /// The request carried a legacy MAC (so the answer carries a crypto-NAK).
-    pub has_mac: bool,
+    /// The request's legacy MAC, if any (the answer carries a crypto-NAK unless the worker
+    /// verified it and signs the reply).
+    pub mac: Option<MacField>,
     /// Number of extension fields (walked and skipped).
     pub extension_fields: u16,
 }
@@ -181,7 +220,11 @@ impl Request {
             origin_ts: view.origin_ts(),
             receive_ts: view.receive_ts(),
             len: view.len(),
-            has_mac: trailer.mac.is_some(),
+            mac: trailer.mac.map(|m| MacField {
+                key_id: m.key_id,
+                at: (HEADER_LEN + trailer.fields_len()) as u16,
+                digest_len: m.digest.len() as u8,
+            }),
             extension_fields: trailer.extensions().count().min(u16::MAX as usize) as u16,
         })
     }
@@ -195,6 +238,16 @@ impl Request {
         }
     }
 
+    /// The request carried a legacy MAC.
+    pub const fn has_mac(&self) -> bool {
+        self.mac.is_some()
+    }
+
+    /// The request without its MAC (verified: the reply is signed after it is written).
+    pub fn without_mac(self) -> Request {
+        Request { mac: None, ..self }
+    }
+
     /// The mode of our answer.
     pub const fn reply_mode(&self) -> Mode {
         match self.mode {
@@ -205,7 +258,7 @@ impl Request {
 
     /// Length of the reply to this request.
     pub const fn reply_len(&self) -> usize {
-        if self.has_mac {
+        if self.has_mac() {
             HEADER_LEN + CRYPTO_NAK_LEN
         } else {
             HEADER_LEN
@@ -313,6 +366,19 @@ impl Request {
             .expect("slice of HEADER_LEN");
         header.emit(head);
         HEADER_LEN
+    }
+
+    /// Writes a crypto-NAK that carries no time: a KoD CRYP header and the 4-byte zero key
+    /// id (the answer to a bad MAC when authentication is required). Returns its length (52,
+    /// no longer than the request, which carried a MAC); a request without a MAC gets the
+    /// bare KoD (48).
+    pub fn write_crypto_nak_kod(&self, out: &mut [u8]) -> usize {
+        let len = self.write_kod(KissCode::Cryp, out);
+        if !self.has_mac() {
+            return len;
+        }
+        out[len..len + CRYPTO_NAK_LEN].fill(0);
+        len + CRYPTO_NAK_LEN
     }
 }
 

@@ -533,7 +533,7 @@ fn mac_requests_get_a_crypto_nak() {
     r.extend_from_slice(&[0, 0, 0, 7]);
     r.extend_from_slice(&[0x5A; 16]);
     let parsed = Request::parse(&r).unwrap();
-    assert!(parsed.has_mac);
+    assert!(parsed.has_mac());
     let reply = answer(&r).unwrap();
     assert_eq!(reply.len(), 52);
     assert_eq!(&reply[48..], &[0, 0, 0, 0]);
@@ -545,7 +545,7 @@ fn mac_requests_get_a_crypto_nak() {
     assert_eq!(reply.len(), 52);
     assert_eq!(&reply[48..], &[0, 0, 0, 0]);
     // A bare request carries no MAC and gets none.
-    assert!(!Request::parse(&req(0x23, 6)).unwrap().has_mac);
+    assert!(!Request::parse(&req(0x23, 6)).unwrap().has_mac());
 }
 
 #[test]
@@ -556,13 +556,18 @@ fn unknown_extension_fields_are_skipped_and_answered() {
     r.extend(ext(0x0000, 28));
     let parsed = Request::parse(&r).unwrap();
     assert_eq!(parsed.extension_fields, 3);
-    assert!(!parsed.has_mac);
+    assert!(!parsed.has_mac());
     assert_eq!(parsed.transmit_ts, CLIENT_TX_TS);
     assert_eq!(answer(&r).unwrap(), EXPECTED_V4_REPLY);
-    // Also in an NTPv3 request (which is not supposed to carry any).
+    // An NTPv3 request has no extension fields: what follows its header is a MAC (of a
+    // 28-byte digest here, as chronyd sends with SHA-256 keys), answered with a crypto-NAK.
     let mut r3 = req(0x1B, 6);
     r3.extend(ext(0xFFFF, 32));
-    assert_eq!(answer(&r3).unwrap()[0], 0x1C);
+    let parsed = Request::parse(&r3).unwrap();
+    assert_eq!(parsed.extension_fields, 0);
+    assert_eq!(parsed.mac.map(|m| (m.at, m.digest_len)), Some((48, 28)));
+    let reply = answer(&r3).unwrap();
+    assert_eq!((reply[0], reply.len()), (0x1C, 52));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -590,6 +595,7 @@ fn kod_replies() {
         (KissCode::Deny, *b"DENY"),
         (KissCode::Rate, *b"RATE"),
         (KissCode::Rstr, *b"RSTR"),
+        (KissCode::Cryp, *b"CRYP"),
     ] {
         let parsed = Request::parse(&req(0x23, 0xFA)).unwrap();
         let mut out = [0x77u8; MAX_REPLY_LEN];
@@ -604,7 +610,7 @@ fn kod_replies() {
         want.extend_from_slice(&CLIENT_TX); // transmit
         assert_eq!(&out[..48], &want[..], "{code:?}");
         // Nothing written past the header.
-        assert_eq!(&out[48..], &[0x77; 4]);
+        assert!(out[48..].iter().all(|&b| b == 0x77));
         // A client reads it as that kiss code.
         assert_eq!(
             check_reply(&out[..n], 4, CLIENT_TX_TS),
@@ -622,6 +628,36 @@ fn kod_replies() {
         48
     );
     assert_eq!(out[0], 0xDC); // LI 3, VN 3, mode 4
+                              // The crypto-NAK without time (a bad MAC when authentication is required): the KoD CRYP
+                              // and a zero key id, 52 bytes; without a MAC in the request, the bare KoD.
+    let parsed = Request::parse(&r).unwrap();
+    let mut out = [0x77u8; MAX_REPLY_LEN];
+    assert_eq!(parsed.write_crypto_nak_kod(&mut out), 52);
+    assert_eq!(&out[12..16], b"CRYP");
+    assert_eq!(&out[48..52], &[0; 4]);
+    assert_eq!(out[52], 0x77);
+    let plain = Request::parse(&req(0x23, 6)).unwrap();
+    assert_eq!(plain.write_crypto_nak_kod(&mut out), 48);
+}
+
+#[test]
+fn the_mac_field_points_at_the_key_id_after_the_extension_fields() {
+    let mut r = req(0x23, 6);
+    r.extend(ext(0x7E57, 16));
+    r.extend_from_slice(&[0, 0, 0, 9]);
+    r.extend_from_slice(&[0xAB; 16]);
+    let mac = Request::parse(&r).unwrap().mac.unwrap();
+    assert_eq!((mac.key_id, mac.at, mac.digest_len), (9, 64, 16));
+    assert_eq!(mac.covered(&r), &r[..64]);
+    assert_eq!(mac.digest(&r), &[0xAB; 16]);
+    // NTPv3 with a whole SHA-512 digest (68 bytes of MAC); one word more is malformed.
+    let mut v3 = req(0x1B, 6);
+    v3.extend_from_slice(&[0, 0, 0, 5]);
+    v3.extend_from_slice(&[0xCD; 64]);
+    let mac = Request::parse(&v3).unwrap().mac.unwrap();
+    assert_eq!((mac.key_id, mac.at, mac.digest_len), (5, 48, 64));
+    v3.extend_from_slice(&[0; 4]);
+    assert_eq!(Request::parse(&v3), Err(DropReason::Malformed));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ use crossbeam::utils::CachePadded;
 use serde::Serialize;
 
 use crate::clock::{ClockSnapshot, SharedClock};
-use crate::config::{AccessConfig, DenyAction, RateLimitConfig};
+use crate::config::{AccessConfig, AuthConfig, DenyAction, RateLimitConfig};
 use crate::config::{BackendKind, ClockConfig, ClockMode, Config, SourceConfig};
 use crate::datapath::clients::{ClientTable, Record};
 use crate::datapath::counters::{CounterReport, PaddedCounters, Tally, WorkerCounters};
@@ -130,13 +130,44 @@ impl WorkerControl {
     /// Takes up reloaded `[access]` and `[rate-limit]` sections.
     pub fn set_access(&self, access: &AccessConfig, rate_limit: &RateLimitConfig) {
         let mut current = self.policy();
-        let policy = policy_for(access, rate_limit, current.serving);
+        let policy = Policy {
+            auth: current.auth.clone(),
+            ..policy_for(access, rate_limit, current.serving)
+        };
         tracing::info!(
             rules = policy.access.len(),
             rules_memory = format!("{} KiB", policy.access.memory_bytes() >> 10),
             rate_limit = policy.rate_limit.is_some(),
             "reload: access rules and rate limit handed to the workers"
         );
+        self.post_policy(&mut current, policy);
+    }
+
+    /// Takes up a reloaded `[auth]` section: reads the key file again (changed or not). A
+    /// file that cannot be used leaves the running keys in place.
+    pub fn set_auth(&self, auth: &AuthConfig) {
+        let mut current = self.policy();
+        // Its warnings came with the configuration's (`Config::load_checked`).
+        let (auth, _) = match auth.load() {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                for line in e.to_string().lines() {
+                    tracing::error!("reload: {line}");
+                }
+                tracing::error!("reload: keys not changed");
+                return;
+            }
+        };
+        tracing::info!(
+            keys = auth.keys.len(),
+            require = ?auth.require,
+            "reload: keys handed to the workers"
+        );
+        let policy = Policy {
+            auth: Arc::new(auth),
+            ..(**current).clone()
+        };
+        crate::auth::upstream::publish(&policy.auth);
         self.post_policy(&mut current, policy);
     }
 
@@ -200,6 +231,7 @@ pub fn policy_for(access: &AccessConfig, rate_limit: &RateLimitConfig, serving: 
         access: Arc::new(access.rules()),
         deny_kod: access.deny_action == DenyAction::Kod,
         rate_limit: rate_limit.limit(),
+        auth: Arc::default(),
     }
 }
 
@@ -405,7 +437,16 @@ impl Server {
             )?)
         };
 
-        let policy = Arc::new(policy_for(&opts.access, &opts.rate_limit, true));
+        let (auth, _) = opts
+            .auth
+            .load()
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("auth.keys")?;
+        let policy = Arc::new(Policy {
+            auth: Arc::new(auth),
+            ..policy_for(&opts.access, &opts.rate_limit, true)
+        });
+        crate::auth::upstream::publish(&policy.auth);
         let mut counters = Vec::with_capacity(workers);
         let mut mailboxes = Vec::with_capacity(workers);
         let mut threads = Vec::with_capacity(workers);
@@ -491,6 +532,7 @@ impl Server {
             client_memory = format!("{} MiB", client_bytes >> 20),
             access_rules = policy.access.len(),
             rules_memory = format!("{} KiB", policy.access.memory_bytes() >> 10),
+            keys = policy.auth.keys.len(),
             rate_limit = %opts.rate_limit.limit().map_or("off".to_owned(), |l| format!(
                 "1 per 2^{} s, burst {}, leak 1/2^{}{}",
                 l.interval,

@@ -32,14 +32,40 @@ pub fn chronyd_query_args(host: &str, port: u16, pid_path: &Path) -> Vec<String>
     ]
 }
 
+/// [`chronyd_query_args`] with `keyfile FILE` and `key ID` on the server line, when given.
+pub fn chronyd_keyed_args(
+    host: &str,
+    port: u16,
+    pid_path: &Path,
+    key: Option<(&Path, u32)>,
+) -> Vec<String> {
+    let mut args = chronyd_query_args(host, port, pid_path);
+    if let Some((file, id)) = key {
+        args[3].push_str(&format!(" key {id}"));
+        args.push(format!("keyfile {}", file.display()));
+    }
+    args
+}
+
 /// Runs `chronyd -Q` (see [`chronyd_query_args`]) against `target`; returns its output.
 pub fn chronyd_query(target: SocketAddr) -> RunOutput {
+    chronyd_query_keyed(target, None)
+}
+
+/// [`chronyd_query`] with a symmetric key: `keyfile FILE` and `key ID` on the server line
+/// (the key file must be readable by chronyd's user, which it drops to).
+pub fn chronyd_query_keyed(target: SocketAddr, key: Option<(&Path, u32)>) -> RunOutput {
+    // One chronyd per key and file at a time: its pid file says which.
+    let tag = key.map_or(String::new(), |(file, id)| {
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        format!("-{id}-{name}")
+    });
     let pid_path = std::env::temp_dir().join(format!(
-        "meridian-itest-chronyd-{}-{}.pid",
+        "meridian-itest-chronyd-{}-{}{tag}.pid",
         std::process::id(),
         target.port()
     ));
-    let args = chronyd_query_args(&target.ip().to_string(), target.port(), &pid_path);
+    let args = chronyd_keyed_args(&target.ip().to_string(), target.port(), &pid_path, key);
     let out = run_bounded(Command::new(CHRONYD).args(&args), Duration::from_secs(20))
         .expect("running chronyd");
     let _ = std::fs::remove_file(&pid_path);

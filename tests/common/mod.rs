@@ -30,8 +30,8 @@ pub use meridian_testkit::{
 
 pub use backends::{backend_name, backends};
 pub use chrony::{
-    chrony_offset, chronyd_query, chronyd_query_args, chronyd_xleave, chronyd_xleave_in,
-    Measurement, CHRONYD,
+    chrony_offset, chronyd_keyed_args, chronyd_query, chronyd_query_args, chronyd_query_keyed,
+    chronyd_xleave, chronyd_xleave_in, Measurement, CHRONYD,
 };
 pub use clients::{ntplib_request, python_with_ntplib, query_offset};
 pub use fake_upstream::{FakeBehaviour, FakeUpstream};

@@ -76,6 +76,7 @@ macro_rules! setup {
     }};
 }
 
+mod auth;
 mod burst;
 mod clients;
 mod frames;
@@ -86,6 +87,11 @@ mod traffic;
 
 // ---------------------------------------------------------------------------------------------
 // Clients
+
+#[test]
+fn keyed_chronyd_generic() {
+    auth::keyed_chronyd("generic");
+}
 
 #[test]
 fn clients_generic() {

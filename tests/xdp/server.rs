@@ -13,6 +13,16 @@ pub struct XdpServer {
 
 impl XdpServer {
     pub fn start(pair: &VethPair, mode: &str, listen: &[&str]) -> Result<XdpServer, String> {
+        Self::start_with(pair, mode, listen, &[])
+    }
+
+    /// [`XdpServer::start`] with further arguments (`--config FILE`).
+    pub fn start_with(
+        pair: &VethPair,
+        mode: &str,
+        listen: &[&str],
+        extra: &[&str],
+    ) -> Result<XdpServer, String> {
         let mut args = vec![
             "serve",
             "--backend",
@@ -27,6 +37,7 @@ impl XdpServer {
         for l in listen {
             args.extend(["--listen", l]);
         }
+        args.extend(extra);
         let mut cmd = pair.server.command(MERIDIAN);
         cmd.args(&args);
         let (process, _) = ServerProcess::spawn(&mut cmd, Duration::from_secs(15))?;

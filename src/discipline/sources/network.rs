@@ -19,11 +19,13 @@ use super::lookup::Lookup;
 use super::poll::{PollState, REPLACE_AFTER_POLLS};
 use super::reply::{judge, Judged, VERSION};
 use super::{state_name, Cx, SourceDriver, SourceStatus};
+use crate::auth::upstream;
 use crate::config::SourceConfig;
 use crate::discipline::{refid_for_addr, Discipline, SourceId, SourceParams, SourceReport};
 use crate::io::upstream::UpstreamSocket;
+use crate::proto::client::ReplyError;
 use crate::proto::server::client_request;
-use crate::proto::MAX_PACKET_LEN;
+use crate::proto::{HEADER_LEN, MAX_PACKET_LEN};
 use crate::sys;
 
 /// The reference id for a source address (IPv6: first four bytes of the MD5 of the address).
@@ -107,8 +109,20 @@ impl NetworkSource {
         let m = &mut self.members[i];
         let nonce = sys::random::nonce();
         let poll = core_report(core, m.id).map_or(0, |r| r.poll);
-        let req = client_request(VERSION, poll, nonce);
-        match m.sock.send(&req) {
+        let mut req = [0u8; upstream::MAX_SIGNED_REQUEST];
+        req[..HEADER_LEN].copy_from_slice(&client_request(VERSION, poll, nonce));
+        let len = match self.cfg.key.map(|id| (id, upstream::key(id))) {
+            None => HEADER_LEN,
+            Some((_, Some(key))) => upstream::sign_request(&key, &mut req),
+            Some((id, None)) => {
+                // Checked at start-up and reload; a key file changed since lacks it.
+                tracing::warn!("discipline: {}: key {id} is not loaded", m.sock.peer());
+                core.on_unreachable(m.id);
+                schedule(m, now, core);
+                return;
+            }
+        };
+        match m.sock.send(&req[..len]) {
             Ok(stamp) => {
                 let interval = core.poll_interval(m.id).unwrap_or(1.0);
                 m.poll.sent(nonce, stamp.raw, now, interval);
@@ -270,9 +284,15 @@ impl SourceDriver for NetworkSource {
                 continue; // nothing asked: late or unsolicited
             };
             let max_distance = cx.core.config().max_distance;
-            let judged = judge(&buf[..len], &req, stamp.raw, cx.timebase, max_distance);
+            let mut judged = judge(&buf[..len], &req, stamp.raw, cx.timebase, max_distance);
             if matches!(judged, Judged::Stale) {
                 continue; // stale or forged: keep waiting
+            }
+            // With a key, only a reply signed with it counts (a KoD included).
+            if let Some(id) = self.cfg.key {
+                if !upstream::key(id).is_some_and(|k| upstream::reply_is_signed(&k, &buf[..len])) {
+                    judged = Judged::Rejected(ReplyError::Unauthenticated);
+                }
             }
             m.poll.take_in_flight();
             if judged.is_reply() {

@@ -29,8 +29,8 @@ use crate::sys;
 const RX_BUF: usize = 2048;
 /// Control buffer per datagram: timestamping (3 timespecs) + PKTINFO, with room to spare.
 const RX_CTRL: usize = 256;
-/// Reply slot: the longest reply rounded up.
-const TX_BUF: usize = 64;
+/// Reply slot: the longest reply (a signed one, up to 116 bytes) rounded up to 8.
+const TX_BUF: usize = MAX_REPLY_LEN.next_multiple_of(8);
 /// Control buffer per reply: one PKTINFO message and the transmit-stamp request.
 const TX_CTRL: usize = cmsg::space(20) + cmsg::TX_REQUEST_SPACE;
 /// How long poll(2) waits before the stop flag is looked at again.
