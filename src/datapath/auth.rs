@@ -405,7 +405,10 @@ mod tests {
     }
 
     #[test]
-    fn a_kod_to_an_authenticated_request_is_signed() {
+    fn a_denied_client_gets_an_unsigned_kod_and_costs_no_mac() {
+        // The access rules come before the MAC: a flood of signed requests from a denied
+        // prefix costs no digest, and its KoD DENY is the plain header (a client holding a
+        // key then ignores it, which for a denied client is as good as silence).
         let mut w = worker(Require::Off);
         let d = vec!["192.0.2.0/24".parse().unwrap()];
         w.set_policy(&Policy {
@@ -428,6 +431,13 @@ mod tests {
             "{v:?}"
         );
         assert_eq!(&reply[12..16], b"DENY");
-        assert_signed(&reply, 1, 4);
+        assert_eq!(reply.len(), 48, "no MAC on the KoD");
+        let t = *w.tally();
+        assert_eq!(
+            t.get(Counter::Authenticated),
+            0,
+            "the MAC was never checked"
+        );
+        assert_eq!(t.get(Counter::KodDeny), 1);
     }
 }

@@ -185,6 +185,9 @@ impl Worker {
         self.arrived(meta.rx);
         match Request::parse(request) {
             Ok(req) => {
+                if let Some(refused) = self.gate(meta, &req, out) {
+                    return refused;
+                }
                 let outcome = auth::check(self.auth.as_mut(), &req, request, &mut self.tally);
                 self.answer(meta, &req, outcome, out, snap, transmit)
             }
@@ -209,8 +212,13 @@ impl Worker {
         };
         match Request::parse(request) {
             // `req` holds every field of the request the reply needs, and its MAC is checked
-            // before the reply overwrites it.
+            // before the reply overwrites it (a refusal by the gate writes a KoD over it, and
+            // needs the MAC no more).
             Ok(req) => {
+                if let Some(refused) = self.gate(meta, &req, buf) {
+                    return refused;
+                }
+                let request = &buf[..len];
                 let outcome = auth::check(self.auth.as_mut(), &req, request, &mut self.tally);
                 self.answer(meta, &req, outcome, buf, snap, transmit)
             }
@@ -337,6 +345,28 @@ impl Worker {
         Verdict::Kod { len, code }
     }
 
+    /// The checks that need neither the client's record nor its MAC, before either costs
+    /// anything: serving, then the access rules. `Some`: the request is refused (a KoD DENY
+    /// written into `out`, or a drop); a denied client's MAC is never computed, and it gets no
+    /// record, so it cannot push served clients out.
+    #[inline]
+    fn gate(&mut self, meta: &Arrival, req: &Request, out: &mut [u8]) -> Option<Verdict> {
+        if !self.serving {
+            self.tally.drop(DropReason::NotServing);
+            return Some(Verdict::Drop(DropReason::NotServing));
+        }
+        if let Some(rules) = &self.access {
+            if !rules.allows(meta.src.ip()) {
+                if self.deny_kod {
+                    return Some(Self::kod(&mut self.tally, req, KissCode::Deny, out));
+                }
+                self.tally.drop(DropReason::Denied);
+                return Some(Verdict::Drop(DropReason::Denied));
+            }
+        }
+        None
+    }
+
     /// The answer to a request whose MAC was checked (`outcome`): signed when it was valid.
     #[inline]
     fn answer(
@@ -352,8 +382,8 @@ impl Worker {
         auth::sign(self.auth.as_mut(), outcome, v, out, &mut self.tally)
     }
 
-    /// The policy's checks, in order: serving, access rules, authentication; then the reply
-    /// (to the request without its MAC when the MAC was valid: [`auth::sign`] adds ours).
+    /// After the gate: the authentication's refusal, then the reply (to the request without
+    /// its MAC when the MAC was valid: [`auth::sign`] adds ours).
     #[inline]
     fn checked(
         &mut self,
@@ -368,20 +398,6 @@ impl Worker {
             Outcome::Signed { .. } => req.without_mac(),
             Outcome::Plain | Outcome::Nak => *req,
         };
-        if !self.serving {
-            self.tally.drop(DropReason::NotServing);
-            return Verdict::Drop(DropReason::NotServing);
-        }
-        if let Some(rules) = &self.access {
-            if !rules.allows(meta.src.ip()) {
-                // A denied client gets no record: it cannot push served clients out.
-                if self.deny_kod {
-                    return Self::kod(&mut self.tally, req, KissCode::Deny, out);
-                }
-                self.tally.drop(DropReason::Denied);
-                return Verdict::Drop(DropReason::Denied);
-            }
-        }
         match auth::refusal(self.auth.as_ref(), outcome) {
             None => {}
             Some(Refusal::Kod) => return Self::kod(&mut self.tally, req, KissCode::Cryp, out),
