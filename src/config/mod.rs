@@ -10,6 +10,7 @@
 mod access;
 mod clients;
 mod clock;
+mod control;
 mod error;
 mod host;
 mod log;
@@ -27,6 +28,7 @@ use serde::Deserialize;
 pub use access::{AccessConfig, DenyAction, RateLimitConfig, MAX_RULES};
 pub use clients::{ClientsConfig, DEFAULT_MAX_CLIENTS, MAX_CLIENTS};
 pub use clock::{ClockConfig, ClockMode, LeapDays, MAX_SMEAR_WINDOW};
+pub use control::{check_socket_path, ControlConfig, ControlSocket, DEFAULT_CONTROL_SOCKET};
 pub use error::{ConfigError, Problem, Problems};
 pub use host::{system_mode_refusal, HostFacts};
 pub use log::LogConfig;
@@ -50,6 +52,7 @@ pub struct Config {
     pub access: AccessConfig,
     pub rate_limit: RateLimitConfig,
     pub log: LogConfig,
+    pub control: ControlConfig,
     /// `[[source]]` tables: the upstream servers and pools. None: the local clock is served.
     #[serde(rename = "source")]
     pub sources: Vec<SourceConfig>,
@@ -452,6 +455,7 @@ level = "meridian=trace,warn"
                 log: LogConfig {
                     level: "meridian=trace,warn".into()
                 },
+                control: ControlConfig::default(),
                 sources: Vec::new(),
             }
         );
@@ -487,6 +491,7 @@ level = "meridian=trace,warn"
                 access: AccessConfig::default(),
                 rate_limit: RateLimitConfig::default(),
                 log: LogConfig::default(),
+                control: ControlConfig::default(),
                 sources: vec![
                     SourceConfig {
                         prefer: true,
@@ -547,6 +552,7 @@ level = "meridian=trace,warn"
             "prefer =",
             "max-sources =",
             "level =",
+            "socket =",
         ] {
             assert!(
                 text.lines()

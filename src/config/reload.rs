@@ -27,7 +27,7 @@ impl Changes {
     pub fn between(running: &Config, reloaded: &Config) -> Changes {
         let (a, b) = (&running.server, &reloaded.server);
         let (c, d) = (&running.clock, &reloaded.clock);
-        let keys: [(&'static str, bool); 20] = [
+        let keys: [(&'static str, bool); 21] = [
             ("server.listen", a.listen != b.listen),
             ("server.workers", a.workers != b.workers),
             ("server.cores", a.cores != b.cores),
@@ -51,6 +51,7 @@ impl Changes {
             ),
             ("clock.leap-days", c.leap_days != d.leap_days),
             ("clients.max", running.clients.max != reloaded.clients.max),
+            ("control.socket", running.control != reloaded.control),
         ];
         Changes {
             need_restart: keys.iter().filter(|(_, k)| *k).map(|(n, _)| *n).collect(),

@@ -34,6 +34,7 @@ impl Config {
         }
         source::check(&self.sources, &mut p);
         self.log.check(&mut p);
+        self.control.check(&mut p);
         p.0
     }
 }

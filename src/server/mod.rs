@@ -608,6 +608,34 @@ impl Server {
         }
     }
 
+    /// The tracking values (`meridian tracking`): the discipline's last estimate, or what
+    /// the published clock says (the local clock, or before the first estimate).
+    pub fn tracking(&self) -> crate::discipline::tracking::Tracking {
+        use crate::discipline::tracking::Tracking;
+        let published = || {
+            let snap = self.clock.load();
+            let status = match (&self.discipline, snap.synchronized) {
+                (None, _) => "local",
+                (Some(_), true) => "holdover",
+                (Some(_), false) => "unsynchronised",
+            };
+            Tracking::from_snapshot(&snap, status)
+        };
+        self.discipline
+            .as_ref()
+            .and_then(DisciplineThread::tracking)
+            .unwrap_or_else(published)
+    }
+
+    /// Polls every source now with a burst of quick polls (`sync-now`); false without
+    /// sources.
+    pub fn sync_now(&self) -> bool {
+        self.discipline
+            .as_ref()
+            .map(DisciplineThread::sync_now)
+            .is_some()
+    }
+
     /// True once a stop was asked for (signal or a failed worker).
     pub fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)

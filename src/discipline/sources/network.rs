@@ -19,7 +19,7 @@ use super::lookup::Lookup;
 use super::poll::{PollState, REPLACE_AFTER_POLLS};
 use super::reply::{judge, Judged, VERSION};
 use super::{state_name, Cx, SourceDriver, SourceStatus};
-use crate::config::SourceConfig;
+use crate::config::{SourceConfig, SourceKind};
 use crate::discipline::{refid_for_addr, Discipline, SourceId, SourceParams, SourceReport};
 use crate::io::upstream::UpstreamSocket;
 use crate::proto::server::client_request;
@@ -187,6 +187,11 @@ impl NetworkSource {
             requests: counts.requests,
             replies: counts.replies,
             kod_rate: counts.kod_rate,
+            kind: match self.cfg.kind {
+                SourceKind::Server => "server",
+                SourceKind::Pool => "pool",
+            },
+            last_sample: core.source_detail(m.id).map(Into::into),
         }
     }
 }
@@ -332,6 +337,13 @@ impl SourceDriver for NetworkSource {
             );
             self.lookup.again(now);
             self.drop_member(i, "replaced", cx.core);
+        }
+    }
+
+    fn sync_now(&mut self, now: Instant, core: &mut Discipline) {
+        for m in &mut self.members {
+            core.start_burst(m.id);
+            m.poll.poll_now(now);
         }
     }
 
