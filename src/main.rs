@@ -130,7 +130,7 @@ struct ServeArgs {
     #[arg(long)]
     log_level: Option<String>,
     /// Control socket for the CLI commands; overrides control.socket ("" for none).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", value_parser = any_path)]
     control: Option<PathBuf>,
 }
 
@@ -203,6 +203,11 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A path, the empty one included (clap's own parser refuses it).
+fn any_path(s: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(s))
 }
 
 /// `--listen`: an IP address with a port, worded for the operator when it is not one.

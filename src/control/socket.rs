@@ -91,6 +91,11 @@ impl ControlListener {
             .context("setting its mode to 0660")?;
         let meta = std::fs::metadata(path)?;
         listener.set_nonblocking(true)?;
+        tracing::info!(
+            "control socket {} (mode 0660; changes by uid {} or root)",
+            path.display(),
+            meta.uid()
+        );
         Ok(ControlListener {
             listener,
             path: path.to_owned(),
@@ -207,7 +212,6 @@ impl ControlThread {
             main: tx,
             owner: listener.owner,
         };
-        tracing::info!("control socket {}", listener.path().display());
         let stop_thread = stop.clone();
         let handle = std::thread::Builder::new()
             .name("meridian-control".into())
@@ -333,6 +337,10 @@ impl Handler {
                 }),
             Command::Serving { on } => {
                 self.workers.set_serving(*on);
+                // Answered once every worker runs on it, so the next request sees it.
+                self.workers
+                    .settle()
+                    .map_err(|e| Failure::new("unavailable", format!("{e:#}")))?;
                 Ok(serde_json::json!({"serving": self.workers.serving()}))
             }
             Command::Reload => self.ask_main(MainRequest::Reload),

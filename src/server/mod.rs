@@ -154,6 +154,16 @@ impl WorkerControl {
         self.post_policy(&mut current, policy);
     }
 
+    /// Waits until every worker has taken up the policy last posted (each at its next batch
+    /// boundary; a worker that does not get there within a few seconds makes it an error).
+    pub fn settle(&self) -> anyhow::Result<()> {
+        for (w, m) in self.mailboxes.iter().enumerate() {
+            m.barrier(CLIENT_READ_TIMEOUT)
+                .with_context(|| format!("waiting for worker {w}"))?;
+        }
+        Ok(())
+    }
+
     /// True unless serving was switched off.
     pub fn serving(&self) -> bool {
         self.policy().serving
