@@ -106,9 +106,9 @@ fn name(a: &SocketAddr, width: usize) -> String {
 }
 
 const SOURCES_LEGEND: &str = concat!(
-    "  .-- Source mode  '^' = server, '=' = peer, '#' = local clock.\n",
+    "  .-- Source mode  '^' = server (a pool's members too).\n",
     " / .- Source state '*' = current best, '+' = combined, '-' = not combined,\n",
-    "| /             'x' = may be in error, '~' = too variable, '?' = unusable.\n",
+    "| /             'x' = may be in error, '?' = unusable.\n",
     "||                                                 .- xxxx [ yyyy ] +/- zzzz\n",
     "||      Reachability register (octal) -.           |  xxxx = adjusted offset,\n",
     "||      Log2(Polling interval) --.      |          |  yyyy = measured offset,\n",
