@@ -12,7 +12,9 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use meridian::config::{BackendKind, Changes, Checked, Config, HostFacts, Overrides, XdpMode};
-use meridian::control::{self as ctl, format, ControlListener, ControlThread, MainRequest};
+use meridian::control::{
+    self as ctl, format, ControlListener, ControlThread, HttpListener, MainRequest,
+};
 use meridian::datapath::counters::Counter;
 use meridian::query::{self, QueryOptions};
 use meridian::server::Server;
@@ -132,6 +134,10 @@ struct ServeArgs {
     /// Control socket for the CLI commands; overrides control.socket ("" for none).
     #[arg(long, value_name = "PATH", value_parser = any_path)]
     control: Option<PathBuf>,
+    /// HTTP listener for /api and /metrics, e.g. 127.0.0.1:8123; overrides control.http
+    /// ("" for none).
+    #[arg(long, value_name = "ADDR:PORT")]
+    http: Option<String>,
 }
 
 #[derive(Args)]
@@ -306,6 +312,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         meridian::config::check_socket_path(path).map_err(|m| anyhow::anyhow!("--control {m}"))?;
         cfg.control.socket = Some(path.clone());
     }
+    if let Some(addr) = &args.http {
+        meridian::config::check_http(addr).map_err(|m| anyhow::anyhow!("--http: {m}"))?;
+        cfg.control.http = Some(addr.clone());
+    }
     // --log-level, else RUST_LOG, else the file; only the file's can change on reload.
     let fixed_level = args
         .log_level
@@ -334,10 +344,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     // Bound before the workers start, so an explicit path that cannot be used stops here.
     let listener = ControlListener::open(&cfg.control.socket())?;
+    let http = HttpListener::open(cfg.control.http(), cfg.control.token_file.as_deref())?;
     let mut server = Server::start(&cfg, stop.clone())?;
-    let control = match listener {
-        Some(l) => Some(ControlThread::spawn(l, server.workers().clone())?),
-        None => None,
+    let control = if listener.is_some() || http.is_some() {
+        Some(ControlThread::spawn(
+            listener,
+            http,
+            server.workers().clone(),
+        )?)
+    } else {
+        None
     };
     while !server.stopping() {
         std::thread::sleep(Duration::from_millis(50));

@@ -1,5 +1,6 @@
 //! `[control]`: the management plane's control socket.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -16,6 +17,26 @@ pub struct ControlConfig {
     /// The Unix control socket; unset: [`DEFAULT_CONTROL_SOCKET`] (and if that cannot be
     /// used, a warning and none); `""`: none.
     pub socket: Option<PathBuf>,
+    /// The HTTP listener (JSON API and `/metrics`): `ADDR:PORT`; unset:
+    /// [`DEFAULT_CONTROL_HTTP`] (and if that cannot be bound, a warning and none); `""`: none.
+    pub http: Option<String>,
+    /// A file holding the bearer token HTTP changing requests must carry; without it they
+    /// are refused.
+    pub token_file: Option<PathBuf>,
+}
+
+/// Where the HTTP listener is when the file does not say.
+pub const DEFAULT_CONTROL_HTTP: &str = "127.0.0.1:8123";
+
+/// Which HTTP address to listen on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControlHttp {
+    /// None asked for: the default, which may be left out with a warning.
+    Default(SocketAddr),
+    /// Given in the file or with `--http`: failing to bind it is a start-up error.
+    Explicit(SocketAddr),
+    /// `http = ""`.
+    Off,
 }
 
 /// Which control socket to open.
@@ -39,13 +60,53 @@ impl ControlConfig {
         }
     }
 
+    /// The HTTP address to listen on (an unparsable one, refused by [`ControlConfig::check`],
+    /// counts as off).
+    pub fn http(&self) -> ControlHttp {
+        match self.http.as_deref() {
+            None => ControlHttp::Default(
+                DEFAULT_CONTROL_HTTP
+                    .parse()
+                    .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8123))),
+            ),
+            Some("") => ControlHttp::Off,
+            Some(a) => a.parse().map_or(ControlHttp::Off, ControlHttp::Explicit),
+        }
+    }
+
     /// The `[control]` rules.
     pub(super) fn check(&self, p: &mut Problems) {
+        if let Some(a) = self.http.as_deref() {
+            if let Err(m) = check_http(a) {
+                p.add("control.http", m);
+            }
+        }
+        if self
+            .token_file
+            .as_ref()
+            .is_some_and(|f| f.as_os_str().is_empty())
+        {
+            p.add(
+                "control.token-file",
+                "is empty: name a file, or leave it out".to_owned(),
+            );
+        }
         if let Some(path) = &self.socket {
             if let Err(m) = check_socket_path(path) {
                 p.add("control.socket", m);
             }
         }
+    }
+}
+
+/// `http` must be `IP:PORT` (or empty).
+pub fn check_http(a: &str) -> Result<(), String> {
+    if a.is_empty() || a.parse::<SocketAddr>().is_ok() {
+        Ok(())
+    } else {
+        Err(format!(
+            "expected IP:PORT such as 127.0.0.1:8123 (names are not resolved), or \"\" for none; got {a:?}"
+        ))
     }
 }
 
@@ -93,5 +154,24 @@ mod tests {
             err(&long)
         );
         assert!(err("[control]\nsocket = \"/tmp/\"\nx = 1\n").contains("unknown field `x`"));
+        let c = parse("").unwrap();
+        assert_eq!(
+            c.control.http(),
+            ControlHttp::Default("127.0.0.1:8123".parse().unwrap())
+        );
+        let c = parse("[control]\nhttp = \"[::1]:9000\"\ntoken-file = \"/etc/t\"\n").unwrap();
+        assert_eq!(
+            c.control.http(),
+            ControlHttp::Explicit("[::1]:9000".parse().unwrap())
+        );
+        assert_eq!(c.control.token_file, Some("/etc/t".into()));
+        assert_eq!(
+            parse("[control]\nhttp = \"\"\n").unwrap().control.http(),
+            ControlHttp::Off
+        );
+        assert!(
+            err("[control]\nhttp = \"localhost:80\"\n").contains("control.http: expected IP:PORT")
+        );
+        assert!(err("[control]\ntoken-file = \"\"\n").contains("control.token-file: is empty"));
     }
 }

@@ -28,7 +28,10 @@ use serde::Deserialize;
 pub use access::{AccessConfig, DenyAction, RateLimitConfig, MAX_RULES};
 pub use clients::{ClientsConfig, DEFAULT_MAX_CLIENTS, MAX_CLIENTS};
 pub use clock::{ClockConfig, ClockMode, LeapDays, MAX_SMEAR_WINDOW};
-pub use control::{check_socket_path, ControlConfig, ControlSocket, DEFAULT_CONTROL_SOCKET};
+pub use control::{
+    check_http, check_socket_path, ControlConfig, ControlHttp, ControlSocket, DEFAULT_CONTROL_HTTP,
+    DEFAULT_CONTROL_SOCKET,
+};
 pub use error::{ConfigError, Problem, Problems};
 pub use host::{system_mode_refusal, HostFacts};
 pub use log::LogConfig;
@@ -553,6 +556,8 @@ level = "meridian=trace,warn"
             "max-sources =",
             "level =",
             "socket =",
+            "http =",
+            "token-file =",
         ] {
             assert!(
                 text.lines()

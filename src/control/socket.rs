@@ -2,23 +2,26 @@
 //! a warning, an explicit one may not), the management thread that answers it, and the
 //! requests it hands to the main thread.
 //!
+//! The thread runs a tokio current-thread runtime (confined to it) that serves this socket and
+//! the HTTP listener ([`super::http`]) alike, one connection at a time per listener.
+//!
 //! The management thread answers `clients` and `serving` itself, through the workers'
 //! [`WorkerControl`] (the workers lend their tables and take up policies between batches:
 //! they never wait for it). What needs the [`Server`] (counters, sources, tracking, sync-now,
 //! reload) goes to the main thread as a [`MainRequest`], taken up in its 50 ms loop.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
+use super::http::HttpListener;
 use super::protocol::{parse_request, response_line, Command, Failure, MAX_REQUEST};
 use crate::config::ControlSocket;
 use crate::server::{Server, WorkerControl};
@@ -28,8 +31,6 @@ use crate::sys::peercred::peer_cred;
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the management thread waits for the main thread's answer.
 const MAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often the accept loop looks at the stop flag.
-const ACCEPT_POLL: Duration = Duration::from_millis(50);
 
 /// The bound control socket; its file is removed when dropped (if it is still ours).
 pub struct ControlListener {
@@ -90,6 +91,7 @@ impl ControlListener {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
             .context("setting its mode to 0660")?;
         let meta = std::fs::metadata(path)?;
+        // Taken over by the management thread's runtime, which needs it non-blocking.
         listener.set_nonblocking(true)?;
         tracing::info!(
             "control socket {} (mode 0660; changes by uid {} or root)",
@@ -119,12 +121,12 @@ impl Drop for ControlListener {
 }
 
 /// The main thread's answer to a [`MainRequest`].
-pub struct Reply(SyncSender<Result<Value, Failure>>);
+pub struct Reply(tokio::sync::oneshot::Sender<Result<Value, Failure>>);
 
 impl Reply {
     /// Sends the answer (dropped if the management thread gave up waiting).
     pub fn send(self, result: Result<Value, Failure>) {
-        let _ = self.0.try_send(result);
+        let _ = self.0.send(result);
     }
 }
 
@@ -195,27 +197,53 @@ impl ControlRequests {
 /// The running management thread; stopped and joined by [`ControlThread::stop`] (or when
 /// dropped), which removes the socket.
 pub struct ControlThread {
-    stop: Arc<AtomicBool>,
+    stop: Arc<tokio::sync::Notify>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ControlThread {
-    /// Starts the thread `meridian-control` answering on `listener`.
+    /// Starts the thread `meridian-control` answering on `socket` and `http` (at least one).
     pub fn spawn(
-        listener: ControlListener,
+        socket: Option<ControlListener>,
+        http: Option<HttpListener>,
         workers: Arc<WorkerControl>,
     ) -> anyhow::Result<(ControlThread, ControlRequests)> {
         let (tx, rx) = mpsc::channel();
-        let stop = Arc::new(AtomicBool::new(false));
-        let handler = Handler {
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let handler = Arc::new(Handler {
             workers,
             main: tx,
-            owner: listener.owner,
-        };
+            owner: socket.as_ref().map(|s| s.owner),
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .context("starting the management thread's runtime")?;
         let stop_thread = stop.clone();
         let handle = std::thread::Builder::new()
             .name("meridian-control".into())
-            .spawn(move || accept_loop(&listener, &handler, &stop_thread))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let unix = async {
+                        match socket {
+                            Some(l) => unix_loop(l, &handler).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    let web = async {
+                        match http {
+                            Some(h) => h.serve(handler.clone()).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        _ = unix => {}
+                        _ = web => {}
+                        _ = stop_thread.notified() => {}
+                    }
+                });
+            })
             .context("spawning the management thread")?;
         Ok((
             ControlThread {
@@ -232,7 +260,8 @@ impl ControlThread {
     }
 
     fn halt(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        // notify_one keeps the permit if the thread is not waiting yet.
+        self.stop.notify_one();
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
@@ -245,52 +274,87 @@ impl Drop for ControlThread {
     }
 }
 
-fn accept_loop(listener: &ControlListener, handler: &Handler, stop: &AtomicBool) {
-    while !stop.load(Ordering::Relaxed) {
-        match listener.listener.accept() {
+/// Accepts on the control socket until the runtime stops; the listener (and its file) goes
+/// with it.
+async fn unix_loop(listener: ControlListener, handler: &Handler) {
+    let owner = listener.owner;
+    let std_listener = match listener.listener.try_clone() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("control socket: {e}; no longer answered");
+            return std::future::pending().await;
+        }
+    };
+    let unix = match tokio::net::UnixListener::from_std(std_listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("control socket: {e}; no longer answered");
+            return std::future::pending().await;
+        }
+    };
+    loop {
+        match unix.accept().await {
             Ok((stream, _)) => {
-                if let Err(e) = handler.connection(stream) {
-                    tracing::debug!("control: connection ended: {e}");
+                let uid = peer_cred(&stream).ok().map(|c| c.uid);
+                let may_change = match uid {
+                    Some(u) if u == 0 || u == owner => Ok(()),
+                    _ => Err(Failure::new(
+                        "denied",
+                        format!("changes the server: only its owner (uid {owner}) or root may ask"),
+                    )),
+                };
+                let who = uid.map_or("unknown".to_owned(), |u| format!("uid {u}"));
+                match tokio::time::timeout(
+                    IO_TIMEOUT * 4,
+                    handler.connection(stream, &may_change, &who),
+                )
+                .await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::debug!("control: connection ended: {e}"),
+                    Err(_) => tracing::debug!("control: connection timed out"),
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(ACCEPT_POLL),
             Err(e) => {
                 tracing::warn!("control: accept: {e}");
-                std::thread::sleep(ACCEPT_POLL);
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
 }
 
-/// What the management thread answers with.
-struct Handler {
+/// What the management thread answers with (the socket and HTTP alike).
+pub struct Handler {
     workers: Arc<WorkerControl>,
     main: Sender<MainRequest>,
-    owner: u32,
+    owner: Option<u32>,
 }
 
 impl Handler {
     /// Answers the requests of one connection, one per line, until it closes.
-    fn connection(&self, stream: UnixStream) -> std::io::Result<()> {
-        stream.set_nonblocking(false)?;
-        stream.set_read_timeout(Some(IO_TIMEOUT))?;
-        stream.set_write_timeout(Some(IO_TIMEOUT))?;
-        // Unknown credentials may read, never change.
-        let uid = peer_cred(&stream).ok().map(|c| c.uid);
-        let mut writer = stream.try_clone()?;
-        let mut reader = BufReader::new(stream).take(MAX_REQUEST as u64 + 1);
+    async fn connection(
+        &self,
+        stream: tokio::net::UnixStream,
+        may_change: &Result<(), Failure>,
+        who: &str,
+    ) -> std::io::Result<()> {
+        let (read, mut writer) = stream.into_split();
+        let mut reader = BufReader::new(read).take(MAX_REQUEST as u64 + 1);
         let mut line = String::new();
         loop {
             line.clear();
             reader.set_limit(MAX_REQUEST as u64 + 1);
-            let n = match reader.read_line(&mut line) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            let n = match tokio::time::timeout(IO_TIMEOUT, reader.read_line(&mut line)).await {
+                Err(_) => return Ok(()),
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
                     let bad = Err(Failure::new("bad-request", "the request is not UTF-8"));
-                    writeln!(writer, "{}", response_line(&bad))?;
+                    writer
+                        .write_all(format!("{}\n", response_line(&bad)).as_bytes())
+                        .await?;
                     return Ok(());
                 }
-                Err(e) => return Err(e),
+                Ok(Err(e)) => return Err(e),
             };
             if n == 0 {
                 return Ok(());
@@ -300,32 +364,41 @@ impl Handler {
                     "bad-request",
                     format!("a request line is at most {MAX_REQUEST} bytes"),
                 ));
-                writeln!(writer, "{}", response_line(&long))?;
+                writer
+                    .write_all(format!("{}\n", response_line(&long)).as_bytes())
+                    .await?;
                 return Ok(());
             }
             if line.trim().is_empty() {
                 continue;
             }
-            let result = parse_request(line.trim()).and_then(|c| self.run(&c, uid));
-            writeln!(writer, "{}", response_line(&result))?;
+            let result = match parse_request(line.trim()) {
+                Ok(c) => self.run(&c, may_change, who).await,
+                Err(f) => Err(f),
+            };
+            let answer = format!("{}\n", response_line(&result));
+            tokio::time::timeout(IO_TIMEOUT, writer.write_all(answer.as_bytes()))
+                .await
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
         }
     }
 
-    fn run(&self, command: &Command, uid: Option<u32>) -> Result<Value, Failure> {
-        if command.changes() && !uid.is_some_and(|u| u == 0 || u == self.owner) {
-            tracing::info!(
-                "control: {} refused to uid {}",
-                command.name(),
-                uid.map_or("unknown".to_owned(), |u| u.to_string())
-            );
-            return Err(Failure::new(
-                "denied",
-                format!(
-                    "{} changes the server: only its owner (uid {}) or root may ask",
-                    command.name(),
-                    self.owner
-                ),
-            ));
+    /// Runs `command` for a caller whom `may_change` allows (or not) to change the server;
+    /// `who` names the caller in the log.
+    pub async fn run(
+        &self,
+        command: &Command,
+        may_change: &Result<(), Failure>,
+        who: &str,
+    ) -> Result<Value, Failure> {
+        if command.changes() {
+            if let Err(f) = may_change {
+                tracing::info!("control: {} refused to {who}", command.name());
+                return Err(Failure::new(
+                    &f.code,
+                    format!("{} {}", command.name(), f.message),
+                ));
+            }
         }
         match command {
             Command::Clients { sort, limit } => self
@@ -343,22 +416,37 @@ impl Handler {
                     .map_err(|e| Failure::new("unavailable", format!("{e:#}")))?;
                 Ok(serde_json::json!({"serving": self.workers.serving()}))
             }
-            Command::Reload => self.ask_main(MainRequest::Reload),
-            other => self.ask_main(|reply| MainRequest::Server(other.clone(), reply)),
+            Command::Reload => self.ask_main(MainRequest::Reload).await,
+            other => {
+                self.ask_main(|reply| MainRequest::Server(other.clone(), reply))
+                    .await
+            }
         }
     }
 
+    /// True unless serving was switched off.
+    pub fn serving(&self) -> bool {
+        self.workers.serving()
+    }
+
+    /// The uid allowed to change the server over the socket (None without a socket).
+    pub fn owner(&self) -> Option<u32> {
+        self.owner
+    }
+
     /// Hands a request to the main thread and waits (bounded) for its answer.
-    fn ask_main(&self, make: impl FnOnce(Reply) -> MainRequest) -> Result<Value, Failure> {
-        let (tx, rx) = mpsc::sync_channel(1);
+    async fn ask_main(&self, make: impl FnOnce(Reply) -> MainRequest) -> Result<Value, Failure> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
         self.main
             .send(make(Reply(tx)))
             .map_err(|_| Failure::new("unavailable", "the server is stopping"))?;
-        rx.recv_timeout(MAIN_TIMEOUT).unwrap_or_else(|_| {
-            Err(Failure::new(
+        match tokio::time::timeout(MAIN_TIMEOUT, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Failure::new("unavailable", "the server is stopping")),
+            Err(_) => Err(Failure::new(
                 "unavailable",
                 "the server's main thread did not answer in time",
-            ))
-        })
+            )),
+        }
     }
 }
