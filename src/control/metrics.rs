@@ -189,6 +189,13 @@ pub fn render(m: &MetricsInput<'_>) -> String {
     }
     family(
         &mut out,
+        "meridian_clients_tracked",
+        "gauge",
+        "Client records in use (a record is replaced when its table is full, never freed).",
+        &per_worker(s, |c| event(c, "clients_added")),
+    );
+    family(
+        &mut out,
         "meridian_requests_dropped_total",
         "counter",
         "NTP requests dropped, by reason.",
@@ -408,6 +415,7 @@ mod tests {
         );
         assert!(text.contains("meridian_kod_sent_total{worker=\"0\",code=\"RATE\"} 1\n"));
         assert!(text.contains("meridian_leap_indicator 1\n"));
+        assert!(text.contains("meridian_clients_tracked{worker=\"0\"} 0\n"));
         assert!(
             text.contains("meridian_frequency_ratio 0.0000015\n"),
             "{text}"

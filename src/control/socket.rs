@@ -450,3 +450,80 @@ impl Handler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("meridian-ctl-unit-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn the_default_path_gives_way_an_explicit_one_does_not() {
+        let d = dir("default");
+        let path = d.join("sub/control.sock");
+        // The default's directory is made; the socket is 0660 and removed when dropped.
+        let first = ControlListener::open(&ControlSocket::Default(path.clone()))
+            .unwrap()
+            .expect("bound");
+        let meta = std::fs::metadata(&path).unwrap();
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+        // Taken: the default is left out, an explicit path is an error.
+        assert!(ControlListener::open(&ControlSocket::Default(path.clone()))
+            .unwrap()
+            .is_none());
+        let e = ControlListener::open(&ControlSocket::Explicit(path.clone()))
+            .err()
+            .expect("in use");
+        assert!(
+            format!("{e:#}").ends_with("in use: another server answers on it"),
+            "{e:#}"
+        );
+        drop(first);
+        assert!(!path.exists());
+        // A stale socket is replaced; a file that is not a socket is not touched.
+        drop(UnixListener::bind(&path).unwrap());
+        let again = ControlListener::open(&ControlSocket::Explicit(path.clone())).unwrap();
+        assert!(again.is_some());
+        drop(again);
+        std::fs::write(&path, "not a socket").unwrap();
+        let e = ControlListener::open(&ControlSocket::Explicit(path.clone()))
+            .err()
+            .expect("not a socket");
+        assert!(
+            format!("{e:#}").ends_with("exists and is not a socket"),
+            "{e:#}"
+        );
+        assert!(ControlListener::open(&ControlSocket::Default(path.clone()))
+            .unwrap()
+            .is_none());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "not a socket");
+        // An explicit path's directory is not made.
+        let e = ControlListener::open(&ControlSocket::Explicit(d.join("none/c.sock")));
+        assert!(e.is_err());
+        assert!(ControlListener::open(&ControlSocket::Off)
+            .unwrap()
+            .is_none());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_default_http_address_in_use_is_left_out() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        assert!(
+            HttpListener::open(crate::config::ControlHttp::Default(addr), None)
+                .unwrap()
+                .is_none()
+        );
+        assert!(HttpListener::open(crate::config::ControlHttp::Explicit(addr), None).is_err());
+        assert!(HttpListener::open(crate::config::ControlHttp::Off, None)
+            .unwrap()
+            .is_none());
+    }
+}
