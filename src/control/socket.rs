@@ -298,7 +298,12 @@ async fn unix_loop(listener: ControlListener, handler: &Handler) {
                 let uid = peer_cred(&stream).ok().map(|c| c.uid);
                 let may_change = match uid {
                     Some(u) if u == 0 || u == owner => Ok(()),
-                    _ => Err(Failure::new(
+                    None => Err(Failure::new(
+                        "denied",
+                        "changes the server: the caller's credentials are unknown (this build \
+                         cannot read them), so only read-only requests are taken",
+                    )),
+                    Some(_) => Err(Failure::new(
                         "denied",
                         format!("changes the server: only its owner (uid {owner}) or root may ask"),
                     )),
