@@ -3,7 +3,7 @@
 //! requests it hands to the main thread.
 //!
 //! The thread runs a tokio current-thread runtime (confined to it) that serves this socket and
-//! the HTTP listener ([`super::http`]) alike, one connection at a time per listener.
+//! the HTTP listener ([`super::http`]) alike, each connection a task.
 //!
 //! The management thread answers `clients` and `serving` itself, through the workers'
 //! [`WorkerControl`] (the workers lend their tables and take up policies between batches:
@@ -29,6 +29,8 @@ use crate::sys::peercred::peer_cred;
 
 /// How long a connection may take to send its request, or to read the answer.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Control socket connections served at once.
+const MAX_CONNECTIONS: usize = 16;
 /// How long the management thread waits for the main thread's answer.
 const MAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -276,8 +278,9 @@ impl Drop for ControlThread {
 
 /// Accepts on the control socket until the runtime stops; the listener (and its file) goes
 /// with it.
-async fn unix_loop(listener: ControlListener, handler: &Handler) {
+async fn unix_loop(listener: ControlListener, handler: &Arc<Handler>) {
     let owner = listener.owner;
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let std_listener = match listener.listener.try_clone() {
         Ok(l) => l,
         Err(e) => {
@@ -309,16 +312,21 @@ async fn unix_loop(listener: ControlListener, handler: &Handler) {
                     )),
                 };
                 let who = uid.map_or("unknown".to_owned(), |u| format!("uid {u}"));
-                match tokio::time::timeout(
-                    IO_TIMEOUT * 4,
-                    handler.connection(stream, &may_change, &who),
-                )
-                .await
-                {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::debug!("control: connection ended: {e}"),
-                    Err(_) => tracing::debug!("control: connection timed out"),
-                }
+                // Each connection is a task, so one that sends nothing holds up nobody; at
+                // most MAX_CONNECTIONS at a time (others wait to be accepted).
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let talk = handler.connection(stream, &may_change, &who);
+                    match tokio::time::timeout(IO_TIMEOUT * 4, talk).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::debug!("control: connection ended: {e}"),
+                        Err(_) => tracing::debug!("control: connection timed out"),
+                    }
+                });
             }
             Err(e) => {
                 tracing::warn!("control: accept: {e}");
