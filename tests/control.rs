@@ -157,6 +157,20 @@ fn wait_sources(
     }
 }
 
+/// Waits until the server has logged `needle` (its log is read by another thread, so a line
+/// written just before an answer may come in just after it; the deadline guards a hang).
+fn wait_log(server: &Server, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.stderr_text().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no log line with {needle:?}\n--- stderr\n{}",
+            server.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// One raw NTP request with a 1 s timeout: answered or not.
 fn answered(server: &Server) -> bool {
     exchange(
@@ -317,11 +331,7 @@ fn every_command_against_a_disciplined_server() {
 
     // reload: the file is read again.
     assert_eq!(json(&sock, &["reload"])["reloaded"], true);
-    assert!(
-        server.stderr_text().contains("reload: done"),
-        "{}",
-        server.stderr_text()
-    );
+    wait_log(&server, "reload: done");
 
     let stopped = server.stop();
     assert!(stopped.status.success(), "{}", stopped.stderr);
@@ -358,9 +368,7 @@ fn sync_now_polls_every_source_at_once() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(server
-        .stderr_text()
-        .contains("sync-now: polling every source"));
+    wait_log(&server, "sync-now: polling every source");
     drop(server);
     let _ = std::fs::remove_file(config);
 }
@@ -561,9 +569,7 @@ fn a_changing_request_from_another_uid_is_refused() {
     if !CREDS {
         return; // refused to everybody, root included: checked above
     }
-    assert!(server
-        .stderr_text()
-        .contains("control: serving refused to uid 65534"));
+    wait_log(&server, "control: serving refused to uid 65534");
     // Outside the socket's group: not even a connection.
     let out = as_nobody(&["tracking"], 65533);
     assert!(!out.success());
