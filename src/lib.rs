@@ -24,6 +24,8 @@ extern crate core as libc;
 pub mod auth;
 pub mod clock;
 pub mod config;
+#[cfg(unix)]
+pub mod control;
 pub mod datapath;
 pub mod discipline;
 #[cfg_attr(linux_io, allow(unsafe_code))]

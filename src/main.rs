@@ -12,6 +12,9 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use meridian::config::{BackendKind, Changes, Checked, Config, HostFacts, Overrides, XdpMode};
+use meridian::control::{
+    self as ctl, format, ControlListener, ControlThread, HttpListener, MainRequest,
+};
 use meridian::datapath::counters::Counter;
 use meridian::query::{self, QueryOptions};
 use meridian::server::Server;
@@ -31,6 +34,76 @@ enum Command {
     Validate(ValidateArgs),
     /// Query NTP servers as an SNTP client (like `ntpdate -q`).
     Query(QueryArgs),
+    /// The upstream sources of a running server (like `chronyc sources`).
+    Sources(VerboseArgs),
+    /// Statistics of each source's samples (like `chronyc sourcestats`).
+    Sourcestats(ControlArgs),
+    /// The system's synchronisation (like `chronyc tracking`).
+    Tracking(ControlArgs),
+    /// The busiest clients of a running server (like `chronyc clients`).
+    Clients(ClientsArgs),
+    /// Request counters of a running server (like `chronyc serverstats`).
+    Serverstats(VerboseArgs),
+    /// Start or stop answering NTP requests, without stopping the process.
+    Serving(ServingArgs),
+    /// Poll every upstream source now, with a burst of quick polls.
+    SyncNow(ControlArgs),
+    /// Reload the configuration file of a running server (as SIGHUP).
+    Reload(ControlArgs),
+}
+
+/// What every control command takes.
+#[derive(Args)]
+struct ControlArgs {
+    /// The server's control socket.
+    #[arg(long, value_name = "PATH", default_value = meridian::config::DEFAULT_CONTROL_SOCKET)]
+    control: PathBuf,
+    /// Print the server's JSON answer instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct VerboseArgs {
+    #[command(flatten)]
+    control: ControlArgs,
+    /// More detail (a legend; per-worker counters).
+    #[arg(short = 'v')]
+    verbose: bool,
+}
+
+#[derive(Args)]
+struct ClientsArgs {
+    #[command(flatten)]
+    control: ControlArgs,
+    /// Clients to show.
+    #[arg(short = 'n', default_value_t = 20)]
+    count: usize,
+    /// Order: most requests, most drops (and KoDs), or most recently seen first.
+    #[arg(long, value_enum, default_value = "hits")]
+    sort: SortArg,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SortArg {
+    Hits,
+    Drops,
+    Last,
+}
+
+#[derive(Args)]
+struct ServingArgs {
+    #[command(flatten)]
+    control: ControlArgs,
+    /// `on` to answer requests, `off` to drop them (counted as not_serving).
+    #[arg(value_enum)]
+    state: OnOff,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Args)]
@@ -58,6 +131,13 @@ struct ServeArgs {
     /// Log filter, e.g. `debug` or `meridian=debug`; overrides log.level and RUST_LOG.
     #[arg(long)]
     log_level: Option<String>,
+    /// Control socket for the CLI commands; overrides control.socket ("" for none).
+    #[arg(long, value_name = "PATH", value_parser = any_path)]
+    control: Option<PathBuf>,
+    /// HTTP listener for /api and /metrics, e.g. 127.0.0.1:8123; overrides control.http
+    /// ("" for none).
+    #[arg(long, value_name = "ADDR:PORT")]
+    http: Option<String>,
 }
 
 #[derive(Args)]
@@ -97,6 +177,30 @@ fn main() -> ExitCode {
         Command::Serve(a) => serve(a),
         Command::Validate(a) => validate(a),
         Command::Query(a) => run_query(a),
+        Command::Sources(a) => control_command(&a.control, ctl::Command::Sources, a.verbose),
+        Command::Sourcestats(a) => control_command(&a, ctl::Command::Sourcestats, false),
+        Command::Tracking(a) => control_command(&a, ctl::Command::Tracking, false),
+        Command::Clients(a) => {
+            let sort = match a.sort {
+                SortArg::Hits => meridian::server::ClientSort::Hits,
+                SortArg::Drops => meridian::server::ClientSort::Drops,
+                SortArg::Last => meridian::server::ClientSort::Last,
+            };
+            let c = ctl::Command::Clients {
+                sort,
+                limit: a.count,
+            };
+            control_command(&a.control, c, false)
+        }
+        Command::Serverstats(a) => {
+            control_command(&a.control, ctl::Command::Serverstats, a.verbose)
+        }
+        Command::Serving(a) => {
+            let on = matches!(a.state, OnOff::On);
+            control_command(&a.control, ctl::Command::Serving { on }, false)
+        }
+        Command::SyncNow(a) => control_command(&a, ctl::Command::SyncNow, false),
+        Command::Reload(a) => control_command(&a, ctl::Command::Reload, false),
     };
     match result {
         Ok(code) => code,
@@ -105,6 +209,11 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A path, the empty one included (clap's own parser refuses it).
+fn any_path(s: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(s))
 }
 
 /// `--listen`: an IP address with a port, worded for the operator when it is not one.
@@ -199,6 +308,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         config: mut cfg,
         warnings,
     } = Config::load_checked(args.config.as_deref(), &overrides, &HostFacts::here())?;
+    if let Some(path) = &args.control {
+        meridian::config::check_socket_path(path).map_err(|m| anyhow::anyhow!("--control {m}"))?;
+        cfg.control.socket = Some(path.clone());
+    }
+    if let Some(addr) = &args.http {
+        meridian::config::check_http(addr).map_err(|m| anyhow::anyhow!("--http: {m}"))?;
+        cfg.control.http = Some(addr.clone());
+    }
     // --log-level, else RUST_LOG, else the file; only the file's can change on reload.
     let fixed_level = args
         .log_level
@@ -225,10 +342,49 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .context("installing signal handlers")?;
     }
 
+    // Bound before the workers start, so an explicit path that cannot be used stops here.
+    let listener = ControlListener::open(&cfg.control.socket())?;
+    let http = HttpListener::open(cfg.control.http(), cfg.control.token_file.as_deref())?;
     let mut server = Server::start(&cfg, stop.clone())?;
+    let control = if listener.is_some() || http.is_some() {
+        Some(ControlThread::spawn(
+            listener,
+            http,
+            server.workers().clone(),
+        )?)
+    } else {
+        None
+    };
     while !server.stopping() {
         std::thread::sleep(Duration::from_millis(50));
         server.tick();
+        while let Some(req) = control.as_ref().and_then(|(_, r)| r.next()) {
+            match req {
+                MainRequest::Server(command, reply) => {
+                    reply.send(MainRequest::answer(&command, &server))
+                }
+                MainRequest::Reload(reply) => {
+                    if args.config.is_none() {
+                        reply.send(Err(ctl::Failure::new(
+                            "failed",
+                            "started without --config: nothing to reload",
+                        )));
+                        continue;
+                    }
+                    let reload = Reload {
+                        path: args.config.as_deref(),
+                        overrides: &overrides,
+                        fixed_level: fixed_level.as_deref(),
+                        log: &log,
+                    };
+                    cfg = reload.run(cfg, &mut server);
+                    reply.send(Ok(serde_json::json!({
+                        "reloaded": true,
+                        "note": "what changed, or why nothing could, is in the server's log"
+                    })));
+                }
+            }
+        }
         if dump.swap(false, Ordering::Relaxed) {
             print_report(&server.report());
         }
@@ -243,6 +399,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     }
     tracing::info!("stopping");
+    if let Some((thread, _)) = control {
+        thread.stop();
+    }
     let report = server.shutdown();
     print_report(&report);
     tracing::info!(
@@ -378,4 +537,59 @@ fn run_query(args: QueryArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// A control command: asks the server at `--control` and prints its answer (JSON, or the
+/// chronyc-like view); a server that is not there is one line on stderr.
+fn control_command(
+    args: &ControlArgs,
+    command: ctl::Command,
+    verbose: bool,
+) -> anyhow::Result<ExitCode> {
+    let data = match ctl::call(&args.control, &command) {
+        Ok(data) => data,
+        Err(e) => {
+            eprintln!("meridian: {}", e.line(&args.control));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&data)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let decode = |what: &str| {
+        format!(
+            "{}: the server's {what} answer is not understood",
+            args.control.display()
+        )
+    };
+    let text = match command {
+        ctl::Command::Sources => format::sources(
+            &serde_json::from_value::<Vec<format::SourceRow>>(data)
+                .with_context(|| decode("sources"))?,
+            verbose,
+        ),
+        ctl::Command::Sourcestats => format::sourcestats(
+            &serde_json::from_value::<Vec<format::SourceRow>>(data)
+                .with_context(|| decode("sourcestats"))?,
+        ),
+        ctl::Command::Tracking => {
+            format::tracking(&serde_json::from_value(data).with_context(|| decode("tracking"))?)
+        }
+        ctl::Command::Clients { .. } => {
+            format::clients(&serde_json::from_value(data).with_context(|| decode("clients"))?)
+        }
+        ctl::Command::Serverstats => format::serverstats(
+            &serde_json::from_value(data).with_context(|| decode("serverstats"))?,
+            verbose,
+        ),
+        ctl::Command::Serving { .. } => {
+            let on = data["serving"].as_bool().unwrap_or(false);
+            format!("serving {}\n", if on { "on" } else { "off" })
+        }
+        ctl::Command::SyncNow => "polling every source now\n".to_owned(),
+        ctl::Command::Reload => "reloaded (see the server's log for what changed)\n".to_owned(),
+    };
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
 }

@@ -11,6 +11,7 @@ mod access;
 mod auth;
 mod clients;
 mod clock;
+mod control;
 mod error;
 mod host;
 mod log;
@@ -29,6 +30,10 @@ pub use access::{AccessConfig, DenyAction, RateLimitConfig, MAX_RULES};
 pub use auth::{AuthConfig, RequireAction};
 pub use clients::{ClientsConfig, DEFAULT_MAX_CLIENTS, MAX_CLIENTS};
 pub use clock::{ClockConfig, ClockMode, LeapDays, MAX_SMEAR_WINDOW};
+pub use control::{
+    check_http, check_socket_path, ControlConfig, ControlHttp, ControlSocket, DEFAULT_CONTROL_HTTP,
+    DEFAULT_CONTROL_SOCKET,
+};
 pub use error::{ConfigError, Problem, Problems};
 pub use host::{system_mode_refusal, HostFacts};
 pub use log::LogConfig;
@@ -53,6 +58,7 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
+    pub control: ControlConfig,
     /// `[[source]]` tables: the upstream servers and pools. None: the local clock is served.
     #[serde(rename = "source")]
     pub sources: Vec<SourceConfig>,
@@ -456,6 +462,7 @@ level = "meridian=trace,warn"
                 log: LogConfig {
                     level: "meridian=trace,warn".into()
                 },
+                control: ControlConfig::default(),
                 sources: Vec::new(),
             }
         );
@@ -492,6 +499,7 @@ level = "meridian=trace,warn"
                 rate_limit: RateLimitConfig::default(),
                 auth: AuthConfig::default(),
                 log: LogConfig::default(),
+                control: ControlConfig::default(),
                 sources: vec![
                     SourceConfig {
                         prefer: true,
@@ -552,6 +560,9 @@ level = "meridian=trace,warn"
             "prefer =",
             "max-sources =",
             "level =",
+            "socket =",
+            "http =",
+            "token-file =",
         ] {
             assert!(
                 text.lines()

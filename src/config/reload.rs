@@ -28,7 +28,7 @@ impl Changes {
     pub fn between(running: &Config, reloaded: &Config) -> Changes {
         let (a, b) = (&running.server, &reloaded.server);
         let (c, d) = (&running.clock, &reloaded.clock);
-        let keys: [(&'static str, bool); 20] = [
+        let keys: [(&'static str, bool); 23] = [
             ("server.listen", a.listen != b.listen),
             ("server.workers", a.workers != b.workers),
             ("server.cores", a.cores != b.cores),
@@ -52,6 +52,18 @@ impl Changes {
             ),
             ("clock.leap-days", c.leap_days != d.leap_days),
             ("clients.max", running.clients.max != reloaded.clients.max),
+            (
+                "control.socket",
+                running.control.socket != reloaded.control.socket,
+            ),
+            (
+                "control.http",
+                running.control.http != reloaded.control.http,
+            ),
+            (
+                "control.token-file",
+                running.control.token_file != reloaded.control.token_file,
+            ),
         ];
         Changes {
             need_restart: keys.iter().filter(|(_, k)| *k).map(|(n, _)| *n).collect(),
@@ -119,6 +131,11 @@ mod tests {
         .unwrap();
         let ch = Changes::between(&running, &policy);
         assert!(ch.policy && ch.need_restart.is_empty() && !ch.sources);
+        let moved = parse("[control]\nsocket = \"/tmp/m.sock\"\nhttp = \"\"\n").unwrap();
+        assert_eq!(
+            Changes::between(&Config::default(), &moved).need_restart,
+            ["control.socket", "control.http"]
+        );
         let applied = Changes::applied(&running, &policy);
         assert_eq!(applied.access, policy.access);
         assert!(applied.rate_limit.enabled);

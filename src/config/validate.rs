@@ -35,6 +35,7 @@ impl Config {
         self.auth.check(&mut p);
         source::check(&self.sources, &mut p);
         self.log.check(&mut p);
+        self.control.check(&mut p);
         p.0
     }
 }

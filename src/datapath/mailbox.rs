@@ -85,6 +85,17 @@ impl Mailbox {
         }
     }
 
+    /// Waits (at most `timeout`) for the worker's next batch boundary: once it returns, the
+    /// worker has taken up every policy posted before and flushed its counters.
+    pub fn barrier(&self, timeout: Duration) -> Result<(), ReadError> {
+        let past_the_end = ClientChunk {
+            from: usize::MAX,
+            records: Vec::new(),
+            next: None,
+        };
+        self.ask(past_the_end, timeout).map(drop)
+    }
+
     /// Posts one chunk request and waits for the worker's answer.
     fn ask(&self, chunk: ClientChunk, timeout: Duration) -> Result<ClientChunk, ReadError> {
         let mut inbox = self.lock();
@@ -227,6 +238,38 @@ mod tests {
         let mut filled = false;
         assert!(mailbox.service(|_| filled = true).is_none());
         assert!(!filled);
+    }
+
+    #[test]
+    fn a_barrier_returns_once_the_policy_is_taken_up() {
+        let mailbox = Arc::new(Mailbox::default());
+        assert_eq!(
+            mailbox.barrier(Duration::from_millis(20)),
+            Err(ReadError::Timeout(Duration::from_millis(20)))
+        );
+        mailbox.post_policy(Arc::new(Policy {
+            serving: false,
+            ..Policy::default()
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (m, s) = (mailbox.clone(), stop.clone());
+        let worker = std::thread::spawn(move || {
+            let mut taken = None;
+            while !s.load(Ordering::Relaxed) {
+                if let Some(p) = m.service(|c| c.next = None) {
+                    taken = Some(p.serving);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            taken
+        });
+        assert_eq!(mailbox.barrier(Duration::from_secs(10)), Ok(()));
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(
+            worker.join().unwrap(),
+            Some(false),
+            "taken before the barrier returned"
+        );
     }
 
     #[test]

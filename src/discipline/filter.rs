@@ -120,6 +120,11 @@ impl ClockFilter {
         self.spikes
     }
 
+    /// The samples held, oldest first.
+    pub fn samples(&self) -> impl Iterator<Item = &FilterSample> {
+        self.samples.iter()
+    }
+
     /// The most recently accepted sample.
     pub fn newest(&self) -> Option<&FilterSample> {
         self.samples.back()
@@ -299,6 +304,11 @@ impl PollControl {
         }
         self.poll = self.minpoll;
         self.score = 0;
+    }
+
+    /// Starts a burst of quick polls now, whether or not `iburst` is set (`sync-now`).
+    pub fn start_burst(&mut self) {
+        self.burst_left = IBURST_COUNT;
     }
 
     /// Adapts the poll exponent after an accepted sample. `residual` is how far (seconds) the

@@ -64,8 +64,10 @@ pub mod resolver;
 pub mod select;
 pub mod served;
 pub mod sources;
+pub mod stats;
 pub mod system;
 pub mod thread;
+pub mod tracking;
 
 #[cfg(test)]
 mod tests;
@@ -422,6 +424,8 @@ pub struct Discipline {
     reports: Vec<SourceReport>,
     published: ClockSnapshot,
     synced_updates: u32,
+    /// The `now` of the last [`Discipline::update`].
+    updated_at: Option<UnixNanos>,
 }
 
 impl Discipline {
@@ -437,6 +441,7 @@ impl Discipline {
             reports: Vec::new(),
             published: ClockSnapshot::unsynchronized(cfg.precision),
             synced_updates: 0,
+            updated_at: None,
         }
     }
 
@@ -558,6 +563,14 @@ impl Discipline {
         self.sources.get(&id).map(|s| s.poll.interval())
     }
 
+    /// Starts a burst of quick polls of `id` (`sync-now`); false for an unknown id.
+    pub fn start_burst(&mut self, id: SourceId) -> bool {
+        self.sources
+            .get_mut(&id)
+            .map(|s| s.poll.start_burst())
+            .is_some()
+    }
+
     /// The same in nanoseconds.
     pub fn poll_interval_nanos(&self, id: SourceId) -> Option<i64> {
         self.poll_interval(id).map(|s| (s * 1e9).round() as i64)
@@ -577,6 +590,7 @@ impl Discipline {
     /// can be published yet (never synchronised, and no local fallback due).
     pub fn update(&mut self, now: UnixNanos) -> Option<SystemEstimate> {
         let started = *self.started.get_or_insert(now);
+        self.updated_at = Some(now);
         let (freq, tol) = self.freq_now();
 
         let mut reports = Vec::with_capacity(self.sources.len());

@@ -19,6 +19,7 @@ use super::resolver::{self, Resolver};
 use super::served::ServedTime;
 use super::sources::{describe, Sources, Timebase};
 use super::system::{read_drift, write_drift, FollowAction, OsClock, RealClock, SystemSteering};
+use super::tracking::{Tracking, TrackingLog};
 use super::{CoreConfig, Discipline, SteerConfig, SyncStatus};
 use crate::clock::{ClockSnapshot, Correction, SharedClock};
 use crate::config::{self, ClockMode};
@@ -74,6 +75,10 @@ impl DisciplineSettings {
 pub struct DisciplineThread {
     handle: Option<std::thread::JoinHandle<()>>,
     status: Arc<Mutex<Vec<SourceStatus>>>,
+    /// The tracking values of the last update with an estimate.
+    tracking: Arc<Mutex<Option<Tracking>>>,
+    /// Set by `sync-now`, taken up by the thread.
+    sync_now: Arc<AtomicBool>,
     /// A new source list for the thread to take up (a reload).
     pending: Arc<Mutex<Option<Vec<config::SourceConfig>>>>,
     stop: Arc<AtomicBool>,
@@ -129,6 +134,8 @@ impl DisciplineThread {
         let pending = Arc::new(Mutex::new(None));
         let mut runner = Runner::new(settings, shared, status.clone(), system)?;
         runner.pending = pending.clone();
+        let tracking = runner.tracking.clone();
+        let sync_now = runner.sync_now.clone();
         let stop_thread = stop.clone();
         let handle = std::thread::Builder::new()
             .name("meridian-discipline".into())
@@ -137,9 +144,22 @@ impl DisciplineThread {
         Ok(DisciplineThread {
             handle: Some(handle),
             status,
+            tracking,
+            sync_now,
             pending,
             stop,
         })
+    }
+
+    /// The tracking values of the last update that had an estimate (None before the first).
+    pub fn tracking(&self) -> Option<Tracking> {
+        self.tracking.lock().ok().and_then(|t| t.clone())
+    }
+
+    /// Asks the thread to poll every source now, with a burst of quick polls (within
+    /// ~100 ms).
+    pub fn sync_now(&self) {
+        self.sync_now.store(true, Ordering::Relaxed);
     }
 
     /// Replaces the configured sources (a reload): sources no longer listed are dropped,
@@ -175,6 +195,9 @@ struct Runner {
     sources: Sources,
     /// Where a reload leaves a new source list.
     pending: Arc<Mutex<Option<Vec<config::SourceConfig>>>>,
+    tracking: Arc<Mutex<Option<Tracking>>>,
+    tracking_log: TrackingLog,
+    sync_now: Arc<AtomicBool>,
     /// The last estimate's offset (core time = free time + this).
     last_offset: f64,
     last_status: Option<SyncStatus>,
@@ -235,6 +258,9 @@ impl Runner {
             served,
             sources,
             pending: Arc::new(Mutex::new(None)),
+            tracking: Arc::new(Mutex::new(None)),
+            tracking_log: TrackingLog::default(),
+            sync_now: Arc::new(AtomicBool::new(false)),
             last_offset: 0.0,
             last_status: None,
             next_drift: now + DRIFT_EVERY,
@@ -249,6 +275,10 @@ impl Runner {
                 self.set_sources(sources);
             }
             let now = Instant::now();
+            if self.sync_now.swap(false, Ordering::Relaxed) {
+                tracing::info!("discipline: sync-now: polling every source");
+                self.sources.sync_now(now, &mut self.core);
+            }
             self.with_sources(|s, core, clocks| s.poll(now, core, clocks));
 
             // Sleep until the next event, or until a reply comes.
@@ -340,6 +370,10 @@ impl Runner {
             let snap = self.core.snapshot(&est);
             let out = self.served(snap, now);
             self.shared.publish(out);
+            let tracking = self.tracking_log.update(&est, &snap, &out);
+            if let Ok(mut t) = self.tracking.lock() {
+                *t = Some(tracking);
+            }
         }
         self.write_status();
         if self.system.is_some() && Instant::now() >= self.next_drift {

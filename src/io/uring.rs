@@ -649,6 +649,8 @@ impl UringLoop {
                     .map(|c| (c.user_data(), c.result(), c.flags())),
             );
             if done.is_empty() {
+                // An idle wake-up: the mailbox is serviced at least every WAIT.
+                ctx.end_batch(worker);
                 continue;
             }
             let user = RawStamp {

@@ -185,6 +185,16 @@ impl WorkerControl {
         self.post_policy(&mut current, policy);
     }
 
+    /// Waits until every worker has taken up the policy last posted (each at its next batch
+    /// boundary; a worker that does not get there within a few seconds makes it an error).
+    pub fn settle(&self) -> anyhow::Result<()> {
+        for (w, m) in self.mailboxes.iter().enumerate() {
+            m.barrier(CLIENT_READ_TIMEOUT)
+                .with_context(|| format!("waiting for worker {w}"))?;
+        }
+        Ok(())
+    }
+
     /// True unless serving was switched off.
     pub fn serving(&self) -> bool {
         self.policy().serving
@@ -649,6 +659,34 @@ impl Server {
                 .map(DisciplineThread::sources)
                 .unwrap_or_default(),
         }
+    }
+
+    /// The tracking values (`meridian tracking`): the discipline's last estimate, or what
+    /// the published clock says (the local clock, or before the first estimate).
+    pub fn tracking(&self) -> crate::discipline::tracking::Tracking {
+        use crate::discipline::tracking::Tracking;
+        let published = || {
+            let snap = self.clock.load();
+            let status = match (&self.discipline, snap.synchronized) {
+                (None, _) => "local",
+                (Some(_), true) => "holdover",
+                (Some(_), false) => "unsynchronised",
+            };
+            Tracking::from_snapshot(&snap, status)
+        };
+        self.discipline
+            .as_ref()
+            .and_then(DisciplineThread::tracking)
+            .unwrap_or_else(published)
+    }
+
+    /// Polls every source now with a burst of quick polls (`sync-now`); false without
+    /// sources.
+    pub fn sync_now(&self) -> bool {
+        self.discipline
+            .as_ref()
+            .map(DisciplineThread::sync_now)
+            .is_some()
     }
 
     /// True once a stop was asked for (signal or a failed worker).

@@ -3,5 +3,7 @@
 
 pub mod clock;
 pub mod mem;
+#[cfg(unix)]
+pub mod peercred;
 pub mod random;
 pub mod timex;

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::resolver::Resolver;
+use super::stats::{SampleStats, SourceDetail};
 use super::{Discipline, SourceId, SourceState};
 use crate::config::{SourceConfig, SourceKind};
 use crate::io::upstream::{self, UpstreamSocket};
@@ -105,6 +106,9 @@ pub trait SourceDriver: Send {
     /// drops what is to be replaced.
     fn after_update(&mut self, now: Instant, cx: &mut Cx<'_>);
 
+    /// Polls every address now and starts a burst of quick polls (`sync-now`), at `now`.
+    fn sync_now(&mut self, _now: Instant, _core: &mut Discipline) {}
+
     /// Its rows of the report, appended to `out`.
     fn report(&self, core: &Discipline, out: &mut Vec<SourceStatus>);
 
@@ -139,6 +143,34 @@ pub struct SourceStatus {
     pub requests: u64,
     pub replies: u64,
     pub kod_rate: u64,
+    /// `server` or `pool`.
+    pub kind: &'static str,
+    /// Its last sample and the line through its samples (None before the first sample).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_sample: Option<LastSample>,
+}
+
+/// A source's last sample and statistics, as [`SourceStatus`] reports them.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct LastSample {
+    /// Seconds from the sample to the last update.
+    pub ago_s: f64,
+    /// Source minus the raw local clock, seconds.
+    pub measured_s: f64,
+    /// Source minus the served clock, seconds.
+    pub adjusted_s: f64,
+    pub stats: Option<SampleStats>,
+}
+
+impl From<SourceDetail> for LastSample {
+    fn from(d: SourceDetail) -> Self {
+        LastSample {
+            ago_s: d.last_rx_ago_s,
+            measured_s: d.measured_s,
+            adjusted_s: d.adjusted_s,
+            stats: d.stats,
+        }
+    }
 }
 
 /// A driver and its key.
@@ -298,6 +330,13 @@ impl Sources {
     pub fn after_update(&mut self, now: Instant, core: &mut Discipline, timebase: &dyn Timebase) {
         for i in 0..self.entries.len() {
             self.drive(i, core, timebase, |d, cx| d.after_update(now, cx));
+        }
+    }
+
+    /// Polls every source now with a burst of quick polls (`sync-now`).
+    pub fn sync_now(&mut self, now: Instant, core: &mut Discipline) {
+        for e in &mut self.entries {
+            e.driver.sync_now(now, core);
         }
     }
 

@@ -20,7 +20,7 @@ use super::poll::{PollState, REPLACE_AFTER_POLLS};
 use super::reply::{judge, Judged, VERSION};
 use super::{state_name, Cx, SourceDriver, SourceStatus};
 use crate::auth::upstream;
-use crate::config::SourceConfig;
+use crate::config::{SourceConfig, SourceKind};
 use crate::discipline::{refid_for_addr, Discipline, SourceId, SourceParams, SourceReport};
 use crate::io::upstream::UpstreamSocket;
 use crate::proto::client::ReplyError;
@@ -201,6 +201,11 @@ impl NetworkSource {
             requests: counts.requests,
             replies: counts.replies,
             kod_rate: counts.kod_rate,
+            kind: match self.cfg.kind {
+                SourceKind::Server => "server",
+                SourceKind::Pool => "pool",
+            },
+            last_sample: core.source_detail(m.id).map(Into::into),
         }
     }
 }
@@ -352,6 +357,13 @@ impl SourceDriver for NetworkSource {
             );
             self.lookup.again(now);
             self.drop_member(i, "replaced", cx.core);
+        }
+    }
+
+    fn sync_now(&mut self, now: Instant, core: &mut Discipline) {
+        for m in &mut self.members {
+            core.start_burst(m.id);
+            m.poll.poll_now(now);
         }
     }
 

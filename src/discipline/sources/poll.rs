@@ -108,6 +108,13 @@ impl PollState {
         });
     }
 
+    /// Brings the next poll forward to `now` (`sync-now`), unless one is in flight.
+    pub fn poll_now(&mut self, now: Instant) {
+        if self.in_flight.is_none() {
+            self.next_poll = self.next_poll.min(now);
+        }
+    }
+
     /// The request in flight.
     pub fn in_flight(&self) -> Option<&InFlight> {
         self.in_flight.as_ref()
