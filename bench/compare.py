@@ -127,6 +127,35 @@ class Topology:
             subprocess.run(["sh", NETNS, "down", NS_NAME], stdout=subprocess.DEVNULL)
 
 
+def spoofing_netns(opts, script, cidr):
+    """What bench/flood.py and bench/interleaved_scale.py share: the common options
+    (--server-core, --gen-core, --out, --no-build) added to `opts` by `add_common_args`, root,
+    the release build, the netns topology, and a route sending the replies to `cidr` (the
+    generator's spoofed sources) back to the client namespace. Returns (workdir, topology);
+    the caller closes the topology."""
+    if os.geteuid() != 0:
+        sys.exit(f"{script} needs root (namespaces, AF_XDP)")
+    if not opts.no_build:
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "meridian", "-p", "meridian-loadgen"],
+                       cwd=ROOT, check=True)
+    workdir = tempfile.mkdtemp(prefix="mbench-spoof-")
+    topo = Topology("netns")
+    try:
+        subprocess.run(topo.server_prefix() + ["ip", "route", "add", cidr, "via", "10.201.0.2"], check=True)
+    except BaseException:
+        topo.close()
+        raise
+    return workdir, topo
+
+
+def add_common_args(ap):
+    """The options every netns benchmark script takes."""
+    ap.add_argument("--server-core", type=int, default=0)
+    ap.add_argument("--gen-core", type=int, default=1)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--no-build", action="store_true")
+
+
 def query_ok(topo, addr, port, timeout=10.0):
     """Waits until the server gives a valid, synchronised answer."""
     deadline = time.time() + timeout

@@ -29,7 +29,6 @@ import argparse
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -113,23 +112,11 @@ def main():
     ap.add_argument("--flood-clients", type=int, default=20000)
     ap.add_argument("--flood-cidr", default="10.204.0.0/15")
     ap.add_argument("--legit-rate", type=int, default=2)
-    ap.add_argument("--server-core", type=int, default=0)
-    ap.add_argument("--gen-core", type=int, default=1)
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--no-build", action="store_true")
+    compare.add_common_args(ap)
     opts = ap.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("bench/flood.py needs root (namespaces, AF_XDP)")
-    if not opts.no_build:
-        subprocess.run(["cargo", "build", "--release", "-q", "-p", "meridian", "-p", "meridian-loadgen"],
-                       cwd=compare.ROOT, check=True)
-    workdir = compare.tempfile.mkdtemp(prefix="mflood-")
-    topo = compare.Topology("netns")
+    workdir, topo = compare.spoofing_netns(opts, "bench/flood.py", opts.flood_cidr)
     results = []
     try:
-        # Replies to the spoofed sources go back to the client namespace.
-        subprocess.run(topo.server_prefix() + ["ip", "route", "add", opts.flood_cidr, "via", "10.201.0.2"],
-                       check=True)
         for backend in opts.backends.split(","):
             for scenario in opts.scenarios.split(","):
                 compare.log(f"== {backend} {scenario}")

@@ -15,7 +15,6 @@ usage: bench/interleaved_scale.py [--servers xdp,udp,chronyd] [--clients N] [--r
 import argparse
 import importlib.util
 import os
-import subprocess
 import sys
 import time
 
@@ -33,22 +32,11 @@ def main():
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--warmup", type=float, default=1.0)
     ap.add_argument("--source-cidr", default="10.204.0.0/15")
-    ap.add_argument("--server-core", type=int, default=0)
-    ap.add_argument("--gen-core", type=int, default=1)
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--no-build", action="store_true")
+    compare.add_common_args(ap)
     opts = ap.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("bench/interleaved_scale.py needs root (namespaces, AF_XDP)")
-    if not opts.no_build:
-        subprocess.run(["cargo", "build", "--release", "-q", "-p", "meridian", "-p", "meridian-loadgen"],
-                       cwd=compare.ROOT, check=True)
-    workdir = compare.tempfile.mkdtemp(prefix="mxleave-")
-    topo = compare.Topology("netns")
+    workdir, topo = compare.spoofing_netns(opts, "bench/interleaved_scale.py", opts.source_cidr)
     rows = []
     try:
-        subprocess.run(topo.server_prefix() + ["ip", "route", "add", opts.source_cidr, "via", "10.201.0.2"],
-                       check=True)
         for name in opts.servers.split(","):
             compare.log(f"== {name}")
             srv = compare.ServerProc(name, topo, opts.server_core, compare.PORT)
