@@ -1,6 +1,7 @@
 # Drives meridian's status page in headless Chromium for tests/web.rs (written to a temporary
-# directory and run there). Talks to the test on stdout, one "WORD json" line per step, and
-# waits for a line on stdin where the test checks the server in between.
+# directory and run there). Once the page shows a synchronised server, it takes commands from
+# the test on stdin, one a line ("dom", "off", "on", "quit"), and answers each on stdout with
+# a "WORD json" line; the test checks the server in between.
 #
 #   python3 web_driver.py URL TOKEN SCREENSHOT
 import json
@@ -50,40 +51,51 @@ try:
     wait.until(lambda d: text("#t-stratum") != "" and text("#status") == "synchronised")
     wait.until(lambda d: "*" in [c.text for c in d.find_elements(By.CSS_SELECTOR, "#sources td.mark")])
     wait.until(lambda d: max_points(d) >= 3)
-    rows = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
-            for tr in driver.find_elements(By.CSS_SELECTOR, "#sources tbody tr")]
-    say("DOM", {
-        "status": text("#status"),
-        "stratum": text("#t-stratum"),
-        "reference_id": text("#t-refid"),
-        "reference_name": text("#t-refname"),
-        "serving": text("#serving"),
-        "sources": rows,
-        "points": max_points(driver),
-        "offset_paths": len(driver.find_elements(By.CSS_SELECTOR, "#plot-offset path.series")),
-        "delay_paths": len(driver.find_elements(By.CSS_SELECTOR, "#plot-delay path.series")),
-        "clients_total": text("#clients-total"),
-        "received_rate": text("#rate-received"),
-    })
+    def dom():
+        # Read in one script: the page rebuilds its tables at every poll.
+        say("DOM", driver.execute_script("""
+            const text = (css) => (document.querySelector(css) || {}).textContent || "";
+            const rows = [...document.querySelectorAll("#sources tbody tr")]
+                .map((tr) => [...tr.cells].map((td) => td.textContent));
+            const points = [...document.querySelectorAll("#plot-offset circle.point")]
+                .map((c) => Number(c.dataset.points));
+            return {
+                status: text("#status"), stratum: text("#t-stratum"),
+                reference_id: text("#t-refid"), reference_name: text("#t-refname"),
+                serving: text("#serving"), sources: rows, points: Math.max(0, ...points),
+                offset_paths: document.querySelectorAll("#plot-offset path.series").length,
+                delay_paths: document.querySelectorAll("#plot-delay path.series").length,
+                clients_total: text("#clients-total"),
+                first_client: text("#clients-table tbody td"),
+                received_rate: text("#rate-received"),
+            };
+        """))
 
-    # Serving off with the token.
-    driver.find_element(By.ID, "token").send_keys(TOKEN)
-    driver.find_element(By.ID, "serving-off").click()
-    wait.until(lambda d: text("#control-result").startswith("serving off"))
-    wait.until(lambda d: text("#serving") == "not serving")
-    say("OFF", {"result": text("#control-result"),
-                "stored": driver.execute_script("return sessionStorage.getItem('meridian-token')")})
-    if sys.stdin.readline().strip() != "next":
-        raise SystemExit("the test did not say next")
+    def serving_off():
+        driver.find_element(By.ID, "token").send_keys(TOKEN)
+        driver.find_element(By.ID, "serving-off").click()
+        wait.until(lambda d: text("#control-result").startswith("serving off"))
+        wait.until(lambda d: text("#serving") == "not serving")
+        say("OFF", {"result": text("#control-result"),
+                    "stored": driver.execute_script("return sessionStorage.getItem('meridian-token')")})
 
-    # Serving on again; the page shows it after its next poll too.
-    driver.find_element(By.ID, "serving-on").click()
-    wait.until(lambda d: text("#control-result") == "serving on")
-    wait.until(lambda d: text("#serving") == "serving")
-    driver.execute_script("window.scrollTo(0, 0)")
-    driver.save_screenshot(SCREENSHOT)
-    say("ON", {"result": text("#control-result"), "updated": text("#updated")})
-    say("LOGS", driver.get_log("browser"))
+    def serving_on():
+        # The page shows it from the answer, and after its next poll too.
+        driver.find_element(By.ID, "serving-on").click()
+        wait.until(lambda d: text("#control-result") == "serving on")
+        wait.until(lambda d: text("#serving") == "serving")
+        driver.execute_script("window.scrollTo(0, 0)")
+        driver.save_screenshot(SCREENSHOT)
+        say("ON", {"result": text("#control-result"), "updated": text("#updated")})
+        say("LOGS", driver.get_log("browser"))
+
+    commands = {"dom": dom, "off": serving_off, "on": serving_on}
+    say("READY", True)
+    while True:
+        command = sys.stdin.readline().strip()
+        if command in ("quit", ""):
+            break
+        commands[command]()
 finally:
     driver.quit()
 say("DONE", True)

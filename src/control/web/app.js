@@ -6,7 +6,8 @@ const HISTORY_S = 3600;
 const COLOURS = ["#2b7bb9", "#d9822b", "#3d9970", "#b03a2e", "#7d5ba6", "#8c6d31", "#17a2b8", "#e83e8c"];
 const MARKS = { selected: "*", candidate: "+", outlier: "-", falseticker: "x" };
 
-// Rolling history per source address: [{t, offset, delay}], t in ms.
+// Rolling history per source address: [{t, measured, offset, delay}], t in ms; one point per
+// sample (a new sample has a new measured offset).
 const history = new Map();
 let lastStats = null;
 
@@ -25,6 +26,13 @@ function secs(v) {
   if (a < 1e-3) return (v * 1e6).toFixed(1) + " µs";
   if (a < 1) return (v * 1e3).toFixed(2) + " ms";
   return v.toFixed(2) + " s";
+}
+
+// An axis label: the unit of the largest value, as many decimals as the step needs.
+function tick(v, step, largest) {
+  const [scale, unit] = largest < 1e-6 ? [1e9, "ns"] : largest < 1e-3 ? [1e6, "µs"] : largest < 1 ? [1e3, "ms"] : [1, "s"];
+  const decimals = Math.min(6, Math.max(0, Math.ceil(-Math.log10(step * scale))));
+  return (v * scale).toFixed(decimals) + " " + unit;
 }
 
 function signed(v) {
@@ -57,6 +65,12 @@ function cell(row, value, cls) {
   return td;
 }
 
+function empty(body, columns, message) {
+  const row = document.createElement("tr");
+  cell(row, message, "empty").colSpan = columns;
+  body.appendChild(row);
+}
+
 function showTracking(t) {
   const status = $("status");
   status.textContent = t.status;
@@ -67,7 +81,8 @@ function showTracking(t) {
   text("t-offset", signed(t.last_offset_s));
   text("t-rms", secs(t.rms_offset_s));
   text("t-system", signed(t.system_time_s) + (t.system_time_s > 0 ? " fast" : t.system_time_s < 0 ? " slow" : ""));
-  text("t-freq", t.frequency_ppm.toFixed(3) + " ppm " + (t.frequency_ppm >= 0 ? "slow" : "fast"));
+  const freq = t.frequency_ppm.toFixed(3);
+  text("t-freq", freq + " ppm" + (Number(freq) > 0 ? " slow" : Number(freq) < 0 ? " fast" : ""));
   text("t-skew", t.skew_ppm.toFixed(3) + " ppm");
   text("t-rdelay", secs(t.root_delay_s));
   text("t-rdisp", secs(t.root_dispersion_s));
@@ -78,6 +93,7 @@ function showTracking(t) {
 function showSources(sources, now) {
   const body = $("sources").tBodies[0];
   body.replaceChildren();
+  if (!sources.length) empty(body, 12, "no [[source]] configured");
   sources.forEach((s) => {
     const row = document.createElement("tr");
     row.className = "state-" + s.state;
@@ -87,17 +103,26 @@ function showSources(sources, now) {
     cell(row, String(s.poll), "num");
     cell(row, s.reach.toString(8).padStart(3, "0"), "num");
     cell(row, s.last_sample ? ago(s.last_sample.ago_s) : "–", "num");
-    cell(row, signed(s.offset), "num");
+    const last = s.last_sample;
+    cell(row, last ? signed(last.adjusted_s) : "–", "num");
+    cell(row, last ? signed(last.measured_s) : "–", "num");
+    cell(row, secs(s.root_distance), "num");
     cell(row, secs(s.delay), "num");
     cell(row, secs(s.jitter), "num");
     cell(row, s.state);
     body.appendChild(row);
-    if (s.last_sample) {
-      const key = s.address;
-      const points = history.get(key) || [];
-      points.push({ t: now, offset: s.offset, delay: s.delay });
+    if (last) {
+      // One point per sample: when it was taken (its age is counted from the last update,
+      // at most a second old), the offset against the served clock, the delay.
+      const points = history.get(s.address) || [];
+      const t = now - last.ago_s * 1000;
+      const prev = points[points.length - 1];
+      if (!prev || last.measured_s !== prev.measured) {
+        const when = prev ? Math.max(t, prev.t + 1) : t;
+        points.push({ t: when, measured: last.measured_s, offset: last.adjusted_s, delay: s.delay });
+      }
       while (points.length && points[0].t < now - HISTORY_S * 1000) points.shift();
-      history.set(key, points);
+      history.set(s.address, points);
     }
   });
 }
@@ -116,13 +141,13 @@ function plot(svg, field, now) {
   const height = svg.clientHeight || 200;
   svg.setAttribute("viewBox", "0 0 " + width + " " + height);
   svg.replaceChildren();
-  const left = 64, right = 8, top = 8, bottom = 20;
-  const t0 = now - HISTORY_S * 1000;
-  let lo = Infinity, hi = -Infinity;
+  const left = 76, right = 12, top = 8, bottom = 28;
+  let lo = Infinity, hi = -Infinity, oldest = now;
   for (const points of history.values()) {
     for (const p of points) {
       lo = Math.min(lo, p[field]);
       hi = Math.max(hi, p[field]);
+      oldest = Math.min(oldest, p.t);
     }
   }
   if (!isFinite(lo)) {
@@ -131,26 +156,37 @@ function plot(svg, field, now) {
     svg.appendChild(empty);
     return;
   }
+  // The time axis spans what the page has seen: from 2 minutes up to the hour it keeps.
+  const span = Math.min(HISTORY_S * 1000, Math.max(120000, now - oldest));
+  const t0 = now - span;
   if (field === "delay") lo = Math.min(lo, 0);
   if (hi - lo < 1e-9) {
     hi += 1e-6;
     lo -= 1e-6;
   }
-  const pad = (hi - lo) * 0.08;
-  lo -= pad;
-  hi += pad;
-  const x = (t) => left + ((t - t0) / (HISTORY_S * 1000)) * (width - left - right);
+  // Round ticks: a step of 1, 2 or 5 times a power of ten, about four of them.
+  const raw = (hi - lo) / 4;
+  const magnitude = Math.pow(10, Math.floor(Math.log10(raw)));
+  const step = [1, 2, 5, 10].map((m) => m * magnitude).find((s) => s >= raw);
+  lo = Math.floor(lo / step) * step;
+  hi = Math.ceil(hi / step) * step;
+  if (field === "delay") lo = Math.max(0, lo);
+  const x = (t) => left + ((t - t0) / span) * (width - left - right);
   const y = (v) => top + (1 - (v - lo) / (hi - lo)) * (height - top - bottom);
-  for (let i = 0; i <= 4; i++) {
-    const v = lo + ((hi - lo) * i) / 4;
+  const ticks = Math.round((hi - lo) / step);
+  for (let k = 0; k <= ticks; k++) {
+    const v = lo + step * k;
     svg.appendChild(svgEl("line", { x1: left, x2: width - right, y1: y(v), y2: y(v), class: "grid" }));
-    const label = svgEl("text", { x: left - 4, y: y(v) + 4, "text-anchor": "end", class: "axis" });
-    label.textContent = secs(v);
+    const label = svgEl("text", { x: left - 6, y: y(v) + 4, "text-anchor": "end", class: "axis" });
+    label.textContent = tick(v, step, Math.max(Math.abs(lo), Math.abs(hi)));
     svg.appendChild(label);
   }
-  for (let m = 0; m <= 60; m += 15) {
-    const label = svgEl("text", { x: x(now - (60 - m) * 60000), y: height - 4, "text-anchor": "middle", class: "axis" });
-    label.textContent = m === 60 ? "now" : "-" + (60 - m) + " min";
+  const minutes = span / 60000;
+  const every = minutes > 30 ? 10 : minutes > 10 ? 5 : 1;
+  for (let m = 0; m <= minutes; m += every) {
+    const anchor = m === 0 ? "end" : m + every > minutes ? "start" : "middle";
+    const label = svgEl("text", { x: x(now - m * 60000), y: height - 4, "text-anchor": anchor, class: "axis" });
+    label.textContent = m === 0 ? "now" : "−" + m + " min";
     svg.appendChild(label);
   }
   let i = 0;
@@ -203,9 +239,14 @@ function showRates(stats, now) {
   const prev = lastStats;
   lastStats = { t: now, total: stats.total };
   showServing(stats.serving);
-  const rows = RATES.map(([key, label]) => [label, key, stats.total[key] || 0, prev ? prev.total[key] || 0 : null]);
-  for (const [reason, n] of Object.entries(stats.total.dropped || {})) {
-    if (n > 0) rows.push(["  dropped: " + reason, "dropped-" + reason, n, prev ? (prev.total.dropped || {})[reason] || 0 : null]);
+  const rows = [];
+  for (const [key, label] of RATES) {
+    rows.push([label, key, stats.total[key] || 0, prev ? prev.total[key] || 0 : null]);
+    if (key !== "dropped_total") continue;
+    // The reasons under the total, those that happened.
+    for (const [reason, n] of Object.entries(stats.total.dropped || {})) {
+      if (n > 0) rows.push(["  " + reason, "dropped-" + reason, n, prev ? (prev.total.dropped || {})[reason] || 0 : null]);
+    }
   }
   list.replaceChildren();
   const dt = prev ? (now - prev.t) / 1000 : 0;
@@ -229,6 +270,7 @@ function showClients(c) {
   text("clients-total", "(" + c.total + " tracked of " + c.capacity + ")");
   const body = $("clients-table").tBodies[0];
   body.replaceChildren();
+  if (!c.clients.length) empty(body, 6, "no client yet");
   for (const client of c.clients) {
     const row = document.createElement("tr");
     cell(row, client.address);
