@@ -53,25 +53,22 @@ fn missing() -> Option<String> {
 
 /// The driver's next `WORD json` line, which must be `word`.
 fn step(out: &LineCollector, word: &str, deadline: Instant, stderr: &LineCollector) -> Value {
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = out.recv_timeout(left).unwrap_or_else(|_| {
-            panic!(
-                "no {word} from the driver in time\n--- stdout\n{}\n--- stderr\n{}",
-                out.text(),
-                stderr.text()
-            )
-        });
-        let (w, json) = line.split_once(' ').unwrap_or((&line, "null"));
-        if w == word {
-            return serde_json::from_str(json).unwrap_or_else(|e| panic!("{line}: {e}"));
-        }
-        assert!(
-            w == "PIDS",
-            "expected {word} from the driver, got {line}\n--- stderr\n{}",
+    let left = deadline.saturating_duration_since(Instant::now());
+    let line = out.recv_timeout(left).unwrap_or_else(|_| {
+        panic!(
+            "no {word} from the driver in time\n--- stdout\n{}\n--- stderr\n{}",
+            out.text(),
             stderr.text()
-        );
-    }
+        )
+    });
+    let (w, json) = line.split_once(' ').unwrap_or((&line, "null"));
+    assert_eq!(
+        w,
+        word,
+        "from the driver: {line}\n--- stderr\n{}",
+        stderr.text()
+    );
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("{line}: {e}"))
 }
 
 #[test]
@@ -196,7 +193,19 @@ fn the_page_shows_the_server_and_its_buttons_change_it() {
     assert_eq!(st["data"]["serving"], true, "{st}");
     assert!(answered(&s), "not answered after Serving on on the page");
 
+    // "Sync now" is taken.
+    ask("sync");
+    let sync = step(&out, "SYNC", deadline, &err);
+    assert!(
+        sync["result"]
+            .as_str()
+            .unwrap_or("")
+            .contains("every source polled"),
+        "{sync}"
+    );
+
     // No JavaScript error on the way.
+    ask("logs");
     let logs = step(&out, "LOGS", deadline, &err);
     let severe: Vec<&Value> = logs
         .as_array()

@@ -1,6 +1,6 @@
 # Drives meridian's status page in headless Chromium for tests/web.rs (written to a temporary
 # directory and run there). Once the page shows a synchronised server, it takes commands from
-# the test on stdin, one a line ("dom", "off", "on", "quit"), and answers each on stdout with
+# the test on stdin, one a line ("dom", "off", "on", "sync", "logs", "quit"), and answers each on stdout with
 # a "WORD json" line; the test checks the server in between.
 #
 #   python3 web_driver.py URL TOKEN SCREENSHOT
@@ -38,7 +38,6 @@ for arg in ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=12
 options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
 driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
 try:
-    say("PIDS", {"chromedriver": driver.service.process.pid})
     driver.get(URL)
     wait = WebDriverWait(driver, WAIT_S)
     text = lambda css: driver.find_element(By.CSS_SELECTOR, css).text
@@ -87,9 +86,16 @@ try:
         driver.execute_script("window.scrollTo(0, 0)")
         driver.save_screenshot(SCREENSHOT)
         say("ON", {"result": text("#control-result"), "updated": text("#updated")})
+
+    def logs():
         say("LOGS", driver.get_log("browser"))
 
-    commands = {"dom": dom, "off": serving_off, "on": serving_on}
+    def sync_now():
+        driver.find_element(By.ID, "sync-now").click()
+        wait.until(lambda d: text("#control-result").startswith("sync now"))
+        say("SYNC", {"result": text("#control-result")})
+
+    commands = {"dom": dom, "off": serving_off, "on": serving_on, "sync": sync_now, "logs": logs}
     say("READY", True)
     while True:
         command = sys.stdin.readline().strip()

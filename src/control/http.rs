@@ -353,6 +353,24 @@ mod tests {
     }
 
     #[test]
+    fn the_page_needs_nothing_from_elsewhere() {
+        // Its assets are the routes served here; no URL names another host (the SVG namespace
+        // is a name, never fetched), protocol-relative ones included.
+        assert!(PAGE.contains("src=\"/app.js\"") && PAGE.contains("href=\"/style.css\""));
+        for (name, text) in [
+            ("index.html", PAGE),
+            ("app.js", SCRIPT),
+            ("style.css", STYLE),
+        ] {
+            let svg = text.matches("\"http://www.w3.org/2000/svg\"").count();
+            assert_eq!(text.matches("://").count(), svg, "{name}");
+            for relative in ["\"//", "'//", "(//"] {
+                assert!(!text.contains(relative), "{name}: {relative}");
+            }
+        }
+    }
+
+    #[test]
     fn the_token_is_the_first_line() {
         let dir = std::env::temp_dir().join(format!("meridian-token-{}", std::process::id()));
         std::fs::write(&dir, "  s3cret \nignored\n").unwrap();
