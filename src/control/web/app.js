@@ -94,6 +94,8 @@ function showSources(sources, now) {
   const body = $("sources").tBodies[0];
   body.replaceChildren();
   if (!sources.length) empty(body, 12, "no [[source]] configured");
+  // Nothing to plot without sources.
+  $("plots").hidden = !sources.length;
   sources.forEach((s) => {
     const row = document.createElement("tr");
     row.className = "state-" + s.state;
@@ -151,7 +153,7 @@ function plot(svg, field, now) {
     }
   }
   if (!isFinite(lo)) {
-    const empty = svgEl("text", { x: width / 2, y: height / 2, "text-anchor": "middle", class: "axis" });
+    const empty = svgEl("text", { x: width / 2, y: height / 2, "text-anchor": "middle", class: "note" });
     empty.textContent = "waiting for samples…";
     svg.appendChild(empty);
     return;
