@@ -1,5 +1,6 @@
 //! The HTTP listener of the management plane (axum, on the management thread's runtime): the
-//! control protocol's commands as JSON under `/api/<command>`, and `/metrics`.
+//! status page at `/` (its assets embedded in the binary, from `src/control/web/`), the control
+//! protocol's commands as JSON under `/api/<command>`, and `/metrics`.
 //!
 //! `GET /api/<command>?arg=value` runs a read-only command (arguments as in the protocol:
 //! `/api/clients?sort=drops&limit=5`); `POST /api/<command>` with an optional JSON object of
@@ -51,7 +52,8 @@ impl HttpListener {
             let listener = std::net::TcpListener::bind(addr)?;
             listener.set_nonblocking(true)?;
             tracing::info!(
-                "control http on {} (/api/<command>, /metrics; changing requests {})",
+                "control http on {} (/ the status page, /api/<command>, /metrics; changing \
+                 requests {})",
                 listener.local_addr().unwrap_or(addr),
                 if token.is_some() {
                     "with the token"
@@ -96,6 +98,9 @@ impl HttpListener {
             token: self.token,
         });
         let app = Router::new()
+            .route("/", get(page))
+            .route("/app.js", get(script))
+            .route("/style.css", get(style))
             .route("/metrics", get(metrics_page))
             .route("/api/{command}", get(api_get).post(api_post))
             .with_state(state);
@@ -233,6 +238,45 @@ async fn api_post(
     respond(result)
 }
 
+/// The status page and its assets, compiled in: nothing is read or fetched at run time.
+const PAGE: &str = include_str!("web/index.html");
+const SCRIPT: &str = include_str!("web/app.js");
+const STYLE: &str = include_str!("web/style.css");
+
+/// An embedded asset. `no-cache`: a browser revalidates, so an upgraded binary's page is seen.
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn page() -> Response {
+    let mut r = asset("text/html; charset=utf-8", PAGE);
+    // Everything the page needs comes from this origin: no inline script, no other host.
+    r.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+        ),
+    );
+    r
+}
+
+async fn script() -> Response {
+    asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+async fn style() -> Response {
+    asset("text/css; charset=utf-8", STYLE)
+}
+
 async fn metrics_page(State(web): State<Arc<Web>>) -> Response {
     match metrics_text(&web.handler).await {
         Ok(text) => (
@@ -306,6 +350,24 @@ mod tests {
             request("nope", serde_json::Map::new()).unwrap_err().code,
             "unknown-command"
         );
+    }
+
+    #[test]
+    fn the_page_needs_nothing_from_elsewhere() {
+        // Its assets are the routes served here; no URL names another host (the SVG namespace
+        // is a name, never fetched), protocol-relative ones included.
+        assert!(PAGE.contains("src=\"/app.js\"") && PAGE.contains("href=\"/style.css\""));
+        for (name, text) in [
+            ("index.html", PAGE),
+            ("app.js", SCRIPT),
+            ("style.css", STYLE),
+        ] {
+            let svg = text.matches("\"http://www.w3.org/2000/svg\"").count();
+            assert_eq!(text.matches("://").count(), svg, "{name}");
+            for relative in ["\"//", "'//", "(//"] {
+                assert!(!text.contains(relative), "{name}: {relative}");
+            }
+        }
     }
 
     #[test]

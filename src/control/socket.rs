@@ -430,6 +430,16 @@ impl Handler {
                 Ok(serde_json::json!({"serving": self.workers.serving()}))
             }
             Command::Reload => self.ask_main(MainRequest::Reload).await,
+            Command::Serverstats => {
+                let mut stats = self
+                    .ask_main(|reply| MainRequest::Server(Command::Serverstats, reply))
+                    .await?;
+                // Whether the workers answer: a page or a script reads it with the counters.
+                if let Value::Object(map) = &mut stats {
+                    map.insert("serving".into(), self.workers.serving().into());
+                }
+                Ok(stats)
+            }
             other => {
                 self.ask_main(|reply| MainRequest::Server(other.clone(), reply))
                     .await

@@ -4,6 +4,7 @@
 //! - `backends`: the list of backends every test runs against;
 //! - `ntp`: raw NTP datagrams over loopback;
 //! - `fake_upstream`: fake NTP servers for the discipline tests;
+//! - `http_api`: a server with its HTTP listener, and requests to it;
 //! - `clients`: `meridian query` and Python ntplib;
 //! - `chrony`: chronyd as an independent client.
 //!
@@ -18,6 +19,7 @@ mod backends;
 mod chrony;
 mod clients;
 mod fake_upstream;
+mod http_api;
 mod ntp;
 mod server;
 
@@ -35,6 +37,7 @@ pub use chrony::{
 };
 pub use clients::{ntplib_request, python_with_ntplib, query_offset};
 pub use fake_upstream::{FakeBehaviour, FakeUpstream};
+pub use http_api::{answered, api, fakes, free_tcp, http, start, wait_synced, Started};
 pub use ntp::{
     assert_answers, client_socket, exchange, ext_field, ntp_now, ntp_to_f64, parse_reply,
     recv_timeout, request, Reply, NTP_UNIX_OFFSET,
