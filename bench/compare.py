@@ -31,8 +31,10 @@ removed at the end.
 A server name `BACKEND+policy` (e.g. `udp+policy`) runs that backend with 10,000 access
 rules and the rate limit on, every request still served (write_policy_config); `BACKEND+notable`
 runs it without the client table (and so without interleaved mode), `BACKEND+basic` with the
-table but without interleaved mode (and its transmit stamps). Run them beside the plain backend
-for the with/without ratios.
+table but without interleaved mode (and its transmit stamps), `BACKEND+scraped` with the
+management plane busy (the web page's polls, /metrics and `clients` every second, from the
+client namespace, on the generator's core). Run them beside the plain backend for the
+with/without ratios.
 
 usage: bench/compare.py [--topology netns|loopback] [--servers udp,io-uring,xdp,chronyd]
                         [--duration S] [--fixed-rate N] [--sweep-rates A,B,...]
@@ -172,6 +174,29 @@ def query_ok(topo, addr, port, timeout=10.0):
     return False
 
 
+HTTP_PORT = 8123
+
+# The `+scraped` variant's load on the management plane, run in the client namespace: every
+# second /metrics and /api/clients (a Prometheus scrape and `meridian clients`), every other
+# second what the web page polls (/api/tracking, /api/sources, /api/serverstats, /api/clients).
+SCRAPER = """
+import sys, time, urllib.request
+base = sys.argv[1]
+n = 0
+while True:
+    paths = ["/metrics", "/api/clients"]
+    if n % 2 == 0:
+        paths += ["/api/tracking", "/api/sources", "/api/serverstats", "/api/clients"]
+    for p in paths:
+        try:
+            urllib.request.urlopen(base + p, timeout=2).read()
+        except OSError as e:
+            print(p, e, file=sys.stderr, flush=True)
+    n += 1
+    time.sleep(1)
+"""
+
+
 def write_policy_config(path, rules=10_000):
     """A configuration with the access rules and the rate limit on, every request still served:
     `rules` random IPv4 deny prefixes (/12 to /32) outside the benchmark's own networks
@@ -197,7 +222,7 @@ def write_policy_config(path, rules=10_000):
 class ServerProc:
     """One server under test, started pinned to the server core."""
 
-    def __init__(self, name, topo, core, port, config_text=None, extra_args=()):
+    def __init__(self, name, topo, core, port, config_text=None, extra_args=(), scraper_core=1):
         self.name = name
         self.tmp = tempfile.mkdtemp(prefix="mbench-")
         addr = topo.server_ip
@@ -222,6 +247,10 @@ class ServerProc:
             elif variant == "notable":
                 # No client table, so no interleaved mode: the per-client state's baseline.
                 config_text = (config_text or "") + "[clients]\nmax = 0\n[server]\ninterleaved = false\n"
+            elif variant == "scraped":
+                # The management plane busy: what the web page polls every 2 s and a
+                # Prometheus scrape plus `meridian clients` every second, from the client side.
+                extra_args = list(extra_args) + ["--http", f"{addr}:{HTTP_PORT}"]
             elif variant == "basic":
                 # The client table on, interleaved mode (and its transmit stamps) off.
                 config_text = (config_text or "") + "[server]\ninterleaved = false\n"
@@ -236,14 +265,23 @@ class ServerProc:
             cmd += list(extra_args)
         self.out = open(os.path.join(self.tmp, "server.log"), "w")
         self.proc = subprocess.Popen(topo.server_prefix() + cmd, stdout=self.out, stderr=subprocess.STDOUT)
+        self.scraper = None
         if not query_ok(topo, addr, port):
             self.stop()
             raise RuntimeError(f"{name} did not answer; log in {self.tmp}/server.log")
+        if name.endswith("+scraped"):
+            self.scraper = subprocess.Popen(
+                topo.client_prefix() + ["taskset", "-c", str(scraper_core), sys.executable, "-c", SCRAPER,
+                                        f"http://{addr}:{HTTP_PORT}"],
+                stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.tmp, "scraper.log"), "w"))
 
     def cpu(self):
         return proc_cpu(self.proc.pid)
 
     def stop(self):
+        if self.scraper is not None and self.scraper.poll() is None:
+            self.scraper.kill()
+            self.scraper.wait()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -266,7 +304,7 @@ def measure(name, topo, opts, workdir):
     port = PORT
     target = f"{name}={topo.server_ip}:{port}"
     res = {"server": name}
-    srv = ServerProc(name, topo, opts.server_core, port)
+    srv = ServerProc(name, topo, opts.server_core, port, scraper_core=opts.gen_core)
     try:
         common = ["--target", target, "--clients", str(opts.clients), "--timeout-ms", "200"]
         if opts.gen_transport == "xdp":
