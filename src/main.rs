@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::util::SubscriberInitExt;
 
 use meridian::config::{BackendKind, Changes, Checked, Config, HostFacts, Overrides, XdpMode};
 use meridian::control::{
@@ -50,6 +51,8 @@ enum Command {
     SyncNow(ControlArgs),
     /// Reload the configuration file of a running server (as SIGHUP).
     Reload(ControlArgs),
+    /// The recent log lines of a running server, oldest first.
+    Log(LogArgs),
 }
 
 /// What every control command takes.
@@ -82,6 +85,15 @@ struct ClientsArgs {
     /// Order: most requests, most drops (and KoDs), or most recently seen first.
     #[arg(long, value_enum, default_value = "hits")]
     sort: SortArg,
+}
+
+#[derive(Args)]
+struct LogArgs {
+    #[command(flatten)]
+    control: ControlArgs,
+    /// Lines to show (the server keeps the last 500).
+    #[arg(short = 'n', default_value_t = ctl::protocol::DEFAULT_LOG_LINES)]
+    count: usize,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -201,6 +213,7 @@ fn main() -> ExitCode {
         }
         Command::SyncNow(a) => control_command(&a, ctl::Command::SyncNow, false),
         Command::Reload(a) => control_command(&a, ctl::Command::Reload, false),
+        Command::Log(a) => control_command(&a.control, ctl::Command::Log { n: a.count }, false),
     };
     match result {
         Ok(code) => code,
@@ -257,7 +270,13 @@ fn init_logging(level: &str) -> anyhow::Result<LogHandle> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_filter_reloading();
     let handle = builder.reload_handle();
-    builder.init();
+    // The ring sits under the filter: it gets the lines the configured level lets through.
+    tracing_subscriber::layer::SubscriberExt::with(
+        builder.finish(),
+        meridian::log::RingLayer::new(&meridian::log::RECENT),
+    )
+    .try_init()
+    .context("setting up logging")?;
     Ok(handle)
 }
 
@@ -589,6 +608,9 @@ fn control_command(
         }
         ctl::Command::SyncNow => "polling every source now\n".to_owned(),
         ctl::Command::Reload => "reloaded (see the server's log for what changed)\n".to_owned(),
+        ctl::Command::Log { .. } => format::log(
+            &serde_json::from_value::<format::LogData>(data).with_context(|| decode("log"))?,
+        ),
     };
     print!("{text}");
     Ok(ExitCode::SUCCESS)
