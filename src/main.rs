@@ -256,18 +256,22 @@ type LogHandle = tracing_subscriber::reload::Handle<
     tracing_subscriber::EnvFilter,
     tracing_subscriber::fmt::Formatter<
         tracing_subscriber::fmt::format::DefaultFields,
-        tracing_subscriber::fmt::format::Format,
-        fn() -> std::io::Stderr,
+        tracing_subscriber::fmt::format::Format<
+            tracing_subscriber::fmt::format::Full,
+            meridian::log::LogTimer,
+        >,
+        meridian::log::LogWriter,
     >,
 >;
 
-fn init_logging(level: &str) -> anyhow::Result<LogHandle> {
+fn init_logging(level: &str, writer: &meridian::log::LogWriter) -> anyhow::Result<LogHandle> {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .with_context(|| format!("invalid log filter {level:?}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr as fn() -> std::io::Stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_timer(meridian::log::LogTimer(writer.timestamps()))
+        .with_writer(writer.clone())
+        .with_ansi(writer.ansi())
         .with_filter_reloading();
     let handle = builder.reload_handle();
     // The ring sits under the filter: it gets the lines the configured level lets through.
@@ -341,7 +345,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .or_else(|| std::env::var("RUST_LOG").ok());
     let level = fixed_level.clone().unwrap_or_else(|| cfg.log.level.clone());
-    let log = init_logging(&level)?;
+    let writer = meridian::log::LogWriter::open(&cfg.log)?;
+    let log = init_logging(&level, &writer)?;
     for w in &warnings {
         tracing::warn!("{w}");
     }
@@ -408,6 +413,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             print_report(&server.report());
         }
         if hup.swap(false, Ordering::Relaxed) {
+            // A renamed log file (logrotate) is left for a new one.
+            if let Err(e) = writer.reopen() {
+                tracing::error!("SIGHUP: log.file not reopened, still writing the old one: {e}");
+            }
             let reload = Reload {
                 path: args.config.as_deref(),
                 overrides: &overrides,

@@ -4,6 +4,10 @@
 //! The ring is a `Mutex<VecDeque>`: a line is formatted before the lock is taken, so the
 //! critical section is a push and perhaps a pop. Log lines are not on the per-packet path.
 
+mod output;
+
+pub use output::{LogTimer, LogWriter};
+
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::Mutex;
