@@ -116,3 +116,66 @@ fn the_log_file_gets_the_lines_and_is_reopened_on_sighup() {
     let stderr = child.wait_with_output().unwrap().stderr;
     assert!(stderr.is_empty(), "{}", String::from_utf8_lossy(&stderr));
 }
+
+#[macro_use]
+mod common;
+
+/// Waits until the server's stderr contains `needle`.
+fn wait_stderr(server: &common::Server, needle: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !server.stderr_text().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} logged within {within:?}\n--- stderr\n{}",
+            server.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_falseticker_and_the_loss_of_every_source_are_alerts() {
+    use common::{FakeBehaviour, FakeUpstream, Server, ServerOpts};
+    use std::net::Ipv4Addr;
+    let mut fakes: Vec<FakeUpstream> = (2..=4)
+        .map(|h| FakeUpstream::start(Ipv4Addr::new(127, 0, 46, h), FakeBehaviour::offset(0.2)))
+        .collect();
+    fakes.push(FakeUpstream::start(
+        Ipv4Addr::new(127, 0, 46, 5),
+        FakeBehaviour::offset(-3.0),
+    ));
+    let mut text = String::from("[clock]\nholdover = 0\n");
+    for f in &fakes {
+        text.push_str(&format!(
+            "\n[[source]]\naddress = \"{}\"\niburst = true\nminpoll = -2\nmaxpoll = -2\n",
+            f.addr
+        ));
+    }
+    let dir = TempDir::new("alerts");
+    let config = dir.0.join("meridian.toml");
+    std::fs::write(&config, text).unwrap();
+    let mut opts = ServerOpts::new("udp");
+    opts.extra = vec![
+        "--config".into(),
+        config.display().to_string(),
+        "--control".into(),
+        dir.0.join("control.sock").display().to_string(),
+        "--http".into(),
+        String::new(),
+    ];
+    let server = Server::must_start(&opts);
+    wait_stderr(&server, "discipline: synchronised", Duration::from_secs(30));
+    wait_stderr(&server, "event=\"falseticker\"", Duration::from_secs(30));
+    assert!(server.stderr_text().contains(&format!(
+        "WARN meridian::discipline::sources::network: discipline: source {} falseticker",
+        fakes[3].addr
+    )));
+
+    // Every upstream stops: synchronisation is lost (no holdover), one warning.
+    fakes.clear();
+    wait_stderr(&server, "event=\"sync_lost\"", Duration::from_secs(60));
+    assert_eq!(
+        server.stderr_text().matches("event=\"sync_lost\"").count(),
+        1
+    );
+}

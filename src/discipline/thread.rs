@@ -347,15 +347,31 @@ impl Runner {
                         est.stratum
                     ),
                     SyncStatus::Holdover => tracing::warn!(
+                        event = "holdover_entered",
                         "discipline: no selectable source: holdover for {} s",
                         self.settings.clock.holdover
                     ),
                     SyncStatus::Local => tracing::warn!(
+                        event = "holdover_expired",
                         "discipline: holdover expired: serving the local clock at stratum {}",
                         est.stratum
                     ),
                     SyncStatus::Unsynchronized => {
-                        tracing::warn!("discipline: holdover expired: unsynchronised (LI=3)")
+                        let was = self.last_status;
+                        if was == Some(SyncStatus::Holdover) {
+                            tracing::warn!(
+                                event = "holdover_expired",
+                                "discipline: holdover expired: unsynchronised (LI=3)"
+                            );
+                        }
+                        if matches!(was, Some(SyncStatus::Synchronized | SyncStatus::Holdover)) {
+                            tracing::warn!(
+                                event = "sync_lost",
+                                "discipline: synchronisation lost: unsynchronised (LI=3)"
+                            );
+                        } else {
+                            tracing::warn!("discipline: unsynchronised (LI=3)");
+                        }
                     }
                 }
                 self.last_status = Some(est.status);
