@@ -422,7 +422,8 @@ impl Runner {
             }
             match sys.follow(&target, now, core_stepped) {
                 Ok(FollowAction::Stepped(ns)) => {
-                    tracing::info!(
+                    tracing::warn!(
+                        event = "clock_step",
                         "discipline: stepped the OS clock by {:+.6} s",
                         ns as f64 * 1e-9
                     )
@@ -468,7 +469,8 @@ fn log_leap(note: LeapNote, days: LeapDays) {
             at,
             delta,
             smear: None,
-        } => tracing::info!(
+        } => tracing::warn!(
+            event = "leap_scheduled",
             "discipline: leap second {} announced for {}: stepping then",
             kind(delta),
             utc(at)
@@ -477,7 +479,8 @@ fn log_leap(note: LeapNote, days: LeapDays) {
             at,
             delta,
             smear: Some(s),
-        } => tracing::info!(
+        } => tracing::warn!(
+            event = "leap_scheduled",
             "discipline: leap second {} announced for {}: smearing from {} to {} ({:.1} ppm)",
             kind(delta),
             utc(at),
@@ -491,6 +494,7 @@ fn log_leap(note: LeapNote, days: LeapDays) {
             smear,
             planned_end,
         } => tracing::warn!(
+            event = "leap_scheduled",
             "discipline: leap second {} for {} learned too late to smear by {}: smearing at \
              the {:.0} ppm limit from {} until {}",
             kind(delta),
