@@ -31,6 +31,8 @@ pub mod discipline;
 #[cfg_attr(linux_io, allow(unsafe_code))]
 #[allow(clippy::disallowed_methods)]
 pub mod io;
+#[allow(clippy::disallowed_methods)]
+pub mod log;
 pub mod proto;
 #[allow(clippy::disallowed_methods)]
 pub mod query;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::util::SubscriberInitExt;
 
 use meridian::config::{BackendKind, Changes, Checked, Config, HostFacts, Overrides, XdpMode};
 use meridian::control::{
@@ -50,6 +51,8 @@ enum Command {
     SyncNow(ControlArgs),
     /// Reload the configuration file of a running server (as SIGHUP).
     Reload(ControlArgs),
+    /// The recent log lines of a running server, oldest first.
+    Log(LogArgs),
 }
 
 /// What every control command takes.
@@ -82,6 +85,15 @@ struct ClientsArgs {
     /// Order: most requests, most drops (and KoDs), or most recently seen first.
     #[arg(long, value_enum, default_value = "hits")]
     sort: SortArg,
+}
+
+#[derive(Args)]
+struct LogArgs {
+    #[command(flatten)]
+    control: ControlArgs,
+    /// Lines to show (the server keeps the last 500).
+    #[arg(short = 'n', default_value_t = ctl::protocol::DEFAULT_LOG_LINES)]
+    count: usize,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -201,6 +213,7 @@ fn main() -> ExitCode {
         }
         Command::SyncNow(a) => control_command(&a, ctl::Command::SyncNow, false),
         Command::Reload(a) => control_command(&a, ctl::Command::Reload, false),
+        Command::Log(a) => control_command(&a.control, ctl::Command::Log { n: a.count }, false),
     };
     match result {
         Ok(code) => code,
@@ -243,21 +256,31 @@ type LogHandle = tracing_subscriber::reload::Handle<
     tracing_subscriber::EnvFilter,
     tracing_subscriber::fmt::Formatter<
         tracing_subscriber::fmt::format::DefaultFields,
-        tracing_subscriber::fmt::format::Format,
-        fn() -> std::io::Stderr,
+        tracing_subscriber::fmt::format::Format<
+            tracing_subscriber::fmt::format::Full,
+            meridian::log::LogTimer,
+        >,
+        meridian::log::LogWriter,
     >,
 >;
 
-fn init_logging(level: &str) -> anyhow::Result<LogHandle> {
+fn init_logging(level: &str, writer: &meridian::log::LogWriter) -> anyhow::Result<LogHandle> {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .with_context(|| format!("invalid log filter {level:?}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr as fn() -> std::io::Stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_timer(meridian::log::LogTimer(writer.timestamps()))
+        .with_writer(writer.clone())
+        .with_ansi(writer.ansi())
         .with_filter_reloading();
     let handle = builder.reload_handle();
-    builder.init();
+    // The ring sits under the filter: it gets the lines the configured level lets through.
+    tracing_subscriber::layer::SubscriberExt::with(
+        builder.finish(),
+        meridian::log::RingLayer::new(&meridian::log::RECENT),
+    )
+    .try_init()
+    .context("setting up logging")?;
     Ok(handle)
 }
 
@@ -322,7 +345,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .or_else(|| std::env::var("RUST_LOG").ok());
     let level = fixed_level.clone().unwrap_or_else(|| cfg.log.level.clone());
-    let log = init_logging(&level)?;
+    let writer = meridian::log::LogWriter::open(&cfg.log)?;
+    let log = init_logging(&level, &writer)?;
     for w in &warnings {
         tracing::warn!("{w}");
     }
@@ -389,6 +413,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             print_report(&server.report());
         }
         if hup.swap(false, Ordering::Relaxed) {
+            // A renamed log file (logrotate) is left for a new one.
+            if let Err(e) = writer.reopen() {
+                tracing::error!("SIGHUP: log.file not reopened, still writing the old one: {e}");
+            }
             let reload = Reload {
                 path: args.config.as_deref(),
                 overrides: &overrides,
@@ -589,6 +617,9 @@ fn control_command(
         }
         ctl::Command::SyncNow => "polling every source now\n".to_owned(),
         ctl::Command::Reload => "reloaded (see the server's log for what changed)\n".to_owned(),
+        ctl::Command::Log { .. } => format::log(
+            &serde_json::from_value::<format::LogData>(data).with_context(|| decode("log"))?,
+        ),
     };
     print!("{text}");
     Ok(ExitCode::SUCCESS)

@@ -393,6 +393,28 @@ fn a_local_server_answers_and_says_what_it_cannot_do() {
     );
     assert!(ok(&sock, &["tracking"]).starts_with("Reference ID    : 7F7F0101 (LOCAL)"));
     assert_eq!(json(&sock, &["sources"]), serde_json::json!([]));
+    // The ring of recent lines has the start-up line, with its fields.
+    let log = json(&sock, &["log", "-n", "500"]);
+    assert_eq!(log["capacity"], 500, "{log}");
+    let lines = log["lines"].as_array().unwrap();
+    let start = lines
+        .iter()
+        .find(|l| l["message"] == "meridian serving")
+        .unwrap_or_else(|| panic!("no start-up line in {log}"));
+    assert_eq!(start["level"], "INFO", "{start}");
+    assert!(start["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f[0] == "backend"));
+    assert!(ok(&sock, &["log"]).contains("INFO meridian::server: meridian serving backend=udp"));
+    assert_eq!(
+        json(&sock, &["log", "-n", "1"])["lines"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     // Nothing to poll, nothing to reload: one line each, non-zero exit.
     let expected = if CREDS {
         [

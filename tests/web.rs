@@ -171,6 +171,16 @@ fn the_page_shows_the_server_and_its_buttons_change_it() {
             .ends_with("total)"),
         "{dom}"
     );
+    // The recent log panel has the start-up line, with its fields.
+    let logged = dom["log"].as_array().unwrap();
+    assert!(
+        logged.iter().any(|row| row[1] == "INFO"
+            && row[2] == "meridian::server"
+            && row[3]
+                .as_str()
+                .is_some_and(|m| m.starts_with("meridian serving backend=udp"))),
+        "no start-up line in the log panel: {dom}"
+    );
 
     // "Serving off" with the token: the API says so, and NTP requests go unanswered.
     ask("off");

@@ -67,6 +67,8 @@ try:
                 clients_total: text("#clients-total"),
                 first_client: text("#clients-table tbody td"),
                 received_rate: text("#rate-received"),
+                log: [...document.querySelectorAll("#log-table tbody tr")]
+                    .map((tr) => [...tr.cells].map((td) => td.textContent)),
             };
         """))
 

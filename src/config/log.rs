@@ -1,5 +1,7 @@
 //! `[log]`: diagnostics.
 
+use std::path::PathBuf;
+
 use serde::Deserialize;
 
 use super::Problems;
@@ -10,12 +12,18 @@ use super::Problems;
 pub struct LogConfig {
     /// A `tracing` filter: `info`, `debug`, `meridian=debug,warn`, ...
     pub level: String,
+    /// Log to this file (appended to; reopened on SIGHUP) instead of stderr.
+    pub file: Option<PathBuf>,
+    /// Log to the system logger (`/dev/log`: syslog or journald) instead of stderr.
+    pub syslog: bool,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".into(),
+            file: None,
+            syslog: false,
         }
     }
 }
@@ -25,6 +33,28 @@ impl LogConfig {
     pub(super) fn check(&self, p: &mut Problems) {
         if let Err(message) = check_log_level(&self.level) {
             p.add("log.level", message);
+        }
+        if let Some(file) = &self.file {
+            if file.as_os_str().is_empty() {
+                p.add(
+                    "log.file",
+                    "empty: leave it out to log to stderr".to_owned(),
+                );
+            } else if !file.is_absolute() {
+                p.add(
+                    "log.file",
+                    format!(
+                        "{} is relative: write an absolute path (the server's working \
+                         directory is not the configuration's)",
+                        file.display()
+                    ),
+                );
+            } else if self.syslog {
+                p.add(
+                    "log.file",
+                    "log.syslog is true too: choose one destination".to_owned(),
+                );
+            }
         }
     }
 }
@@ -73,5 +103,26 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn log_file_is_absolute_and_alone() {
+        let c = parse("[log]\nfile = \"/var/log/meridian.log\"\n").unwrap();
+        assert_eq!(
+            c.log.file.as_deref(),
+            Some("/var/log/meridian.log".as_ref())
+        );
+        assert!(parse("[log]\nsyslog = true\n").unwrap().log.syslog);
+        let e = err("[log]\nfile = \"meridian.log\"\n");
+        assert!(
+            e.starts_with("meridian.toml:2:8: log.file: meridian.log is relative"),
+            "{e}"
+        );
+        let e = err("[log]\nfile = \"\"\n");
+        assert!(e.starts_with("meridian.toml:2:8: log.file: empty"), "{e}");
+        let e = err("[log]\nsyslog = true\nfile = \"/tmp/m.log\"\n");
+        assert!(e.contains("log.file: log.syslog is true too"), "{e}");
+        let e = err("[log]\nsyslog = \"yes\"\n");
+        assert!(e.contains("syslog"), "{e}");
     }
 }

@@ -460,7 +460,8 @@ level = "meridian=trace,warn"
                 rate_limit: RateLimitConfig::default(),
                 auth: AuthConfig::default(),
                 log: LogConfig {
-                    level: "meridian=trace,warn".into()
+                    level: "meridian=trace,warn".into(),
+                    ..LogConfig::default()
                 },
                 control: ControlConfig::default(),
                 sources: Vec::new(),

@@ -28,7 +28,7 @@ impl Changes {
     pub fn between(running: &Config, reloaded: &Config) -> Changes {
         let (a, b) = (&running.server, &reloaded.server);
         let (c, d) = (&running.clock, &reloaded.clock);
-        let keys: [(&'static str, bool); 23] = [
+        let keys: [(&'static str, bool); 25] = [
             ("server.listen", a.listen != b.listen),
             ("server.workers", a.workers != b.workers),
             ("server.cores", a.cores != b.cores),
@@ -64,6 +64,8 @@ impl Changes {
                 "control.token-file",
                 running.control.token_file != reloaded.control.token_file,
             ),
+            ("log.file", running.log.file != reloaded.log.file),
+            ("log.syslog", running.log.syslog != reloaded.log.syslog),
         ];
         Changes {
             need_restart: keys.iter().filter(|(_, k)| *k).map(|(n, _)| *n).collect(),

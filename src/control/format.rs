@@ -359,6 +359,22 @@ pub struct ClientsData {
     pub clients: Vec<ClientRow>,
 }
 
+/// The `log` answer.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct LogData {
+    pub capacity: usize,
+    pub lines: Vec<crate::log::LogLine>,
+}
+
+/// `meridian log`: one line per log line, oldest first, as the server's stderr shows them.
+pub fn log(d: &LogData) -> String {
+    let mut out = String::new();
+    for l in &d.lines {
+        let _ = writeln!(out, "{l}");
+    }
+    out
+}
+
 /// `meridian clients`: chronyc's NTP columns (Int is log2 of the request interval), the
 /// worker, and the total.
 pub fn clients(c: &ClientsData) -> String {

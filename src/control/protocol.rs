@@ -17,6 +17,8 @@ pub const VERSION: u64 = 1;
 pub const MAX_REQUEST: usize = 64 * 1024;
 /// Rows `clients` returns when the request does not say.
 pub const DEFAULT_CLIENTS: usize = 20;
+/// Lines `log` returns when the request does not say.
+pub const DEFAULT_LOG_LINES: usize = 50;
 
 /// A request's command and its arguments.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,10 +45,15 @@ pub enum Command {
     SyncNow,
     /// Reloads the configuration file (as SIGHUP).
     Reload,
+    /// The last `n` lines of the ring of recent log lines, oldest first.
+    Log {
+        #[serde(default = "default_log_lines")]
+        n: usize,
+    },
 }
 
 /// Every command's name.
-pub const NAMES: [&str; 8] = [
+pub const NAMES: [&str; 9] = [
     "sources",
     "sourcestats",
     "tracking",
@@ -55,10 +62,15 @@ pub const NAMES: [&str; 8] = [
     "serving",
     "sync-now",
     "reload",
+    "log",
 ];
 
 fn default_limit() -> usize {
     DEFAULT_CLIENTS
+}
+
+fn default_log_lines() -> usize {
+    DEFAULT_LOG_LINES
 }
 
 impl Command {
@@ -73,6 +85,7 @@ impl Command {
             Command::Serving { .. } => "serving",
             Command::SyncNow => "sync-now",
             Command::Reload => "reload",
+            Command::Log { .. } => "log",
         }
     }
 
@@ -221,6 +234,7 @@ mod tests {
             Command::Serving { on: false },
             Command::SyncNow,
             Command::Reload,
+            Command::Log { n: 7 },
         ] {
             let line = c.to_line();
             assert!(line.contains("\"version\":1"), "{line}");
@@ -236,6 +250,12 @@ mod tests {
             Ok(Command::Clients {
                 sort: ClientSort::Hits,
                 limit: DEFAULT_CLIENTS
+            })
+        );
+        assert_eq!(
+            parse_request(r#"{"version":1,"command":"log"}"#),
+            Ok(Command::Log {
+                n: DEFAULT_LOG_LINES
             })
         );
     }

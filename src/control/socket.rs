@@ -430,6 +430,10 @@ impl Handler {
                 Ok(serde_json::json!({"serving": self.workers.serving()}))
             }
             Command::Reload => self.ask_main(MainRequest::Reload).await,
+            Command::Log { n } => {
+                let ring = &crate::log::RECENT;
+                Ok(serde_json::json!({"capacity": ring.capacity(), "lines": ring.last(*n)}))
+            }
             Command::Serverstats => {
                 let mut stats = self
                     .ask_main(|reply| MainRequest::Server(Command::Serverstats, reply))

@@ -347,15 +347,31 @@ impl Runner {
                         est.stratum
                     ),
                     SyncStatus::Holdover => tracing::warn!(
+                        event = "holdover_entered",
                         "discipline: no selectable source: holdover for {} s",
                         self.settings.clock.holdover
                     ),
                     SyncStatus::Local => tracing::warn!(
+                        event = "holdover_expired",
                         "discipline: holdover expired: serving the local clock at stratum {}",
                         est.stratum
                     ),
                     SyncStatus::Unsynchronized => {
-                        tracing::warn!("discipline: holdover expired: unsynchronised (LI=3)")
+                        let was = self.last_status;
+                        if was == Some(SyncStatus::Holdover) {
+                            tracing::warn!(
+                                event = "holdover_expired",
+                                "discipline: holdover expired: unsynchronised (LI=3)"
+                            );
+                        }
+                        if matches!(was, Some(SyncStatus::Synchronized | SyncStatus::Holdover)) {
+                            tracing::warn!(
+                                event = "sync_lost",
+                                "discipline: synchronisation lost: unsynchronised (LI=3)"
+                            );
+                        } else {
+                            tracing::warn!("discipline: unsynchronised (LI=3)");
+                        }
                     }
                 }
                 self.last_status = Some(est.status);
@@ -406,7 +422,8 @@ impl Runner {
             }
             match sys.follow(&target, now, core_stepped) {
                 Ok(FollowAction::Stepped(ns)) => {
-                    tracing::info!(
+                    tracing::warn!(
+                        event = "clock_step",
                         "discipline: stepped the OS clock by {:+.6} s",
                         ns as f64 * 1e-9
                     )
@@ -452,7 +469,8 @@ fn log_leap(note: LeapNote, days: LeapDays) {
             at,
             delta,
             smear: None,
-        } => tracing::info!(
+        } => tracing::warn!(
+            event = "leap_scheduled",
             "discipline: leap second {} announced for {}: stepping then",
             kind(delta),
             utc(at)
@@ -461,7 +479,8 @@ fn log_leap(note: LeapNote, days: LeapDays) {
             at,
             delta,
             smear: Some(s),
-        } => tracing::info!(
+        } => tracing::warn!(
+            event = "leap_scheduled",
             "discipline: leap second {} announced for {}: smearing from {} to {} ({:.1} ppm)",
             kind(delta),
             utc(at),
@@ -475,6 +494,7 @@ fn log_leap(note: LeapNote, days: LeapDays) {
             smear,
             planned_end,
         } => tracing::warn!(
+            event = "leap_scheduled",
             "discipline: leap second {} for {} learned too late to smear by {}: smearing at \
              the {:.0} ppm limit from {} until {}",
             kind(delta),

@@ -285,6 +285,23 @@ function showClients(c) {
   }
 }
 
+// The recent log lines, newest first; an alert's event name leads its message.
+function showLog(log) {
+  const body = $("log-table").tBodies[0];
+  body.replaceChildren();
+  if (!log.lines.length) empty(body, 4, "no line yet");
+  for (const line of log.lines.slice().reverse()) {
+    const row = document.createElement("tr");
+    row.className = "level-" + line.level.toLowerCase();
+    cell(row, line.time.replace("T", " ").replace("Z", ""));
+    cell(row, line.level);
+    cell(row, line.target, "muted");
+    const fields = line.fields.map(([k, v]) => k + "=" + v).join(" ");
+    cell(row, fields ? line.message + " " + fields : line.message, "message");
+    body.appendChild(row);
+  }
+}
+
 async function poll() {
   const now = Date.now();
   const results = await Promise.allSettled([
@@ -292,6 +309,7 @@ async function poll() {
     api("sources").then((s) => showSources(s, now)),
     api("serverstats").then((s) => showRates(s, now)),
     api("clients?limit=10").then(showClients),
+    api("log?n=100").then(showLog),
   ]);
   plot($("plot-offset"), "offset", now);
   plot($("plot-delay"), "delay", now);

@@ -334,15 +334,21 @@ impl SourceDriver for NetworkSource {
                 continue;
             };
             if m.poll.set_state(r.state) != r.state {
-                tracing::info!(
-                    "discipline: source {} {} (offset {:+.6} s, delay {:.6} s, stratum {}, reach {:03o})",
+                let name = state_name(r.state);
+                let line = format!(
+                    "discipline: source {} {name} (offset {:+.6} s, delay {:.6} s, stratum {}, reach {:03o})",
                     m.sock.peer(),
-                    state_name(r.state),
                     r.offset,
                     r.delay,
                     r.stratum,
                     r.reach
                 );
+                // A falseticker is an alert (docs/operations.md); other changes are news.
+                if name == "falseticker" {
+                    tracing::warn!(event = "falseticker", "{line}");
+                } else {
+                    tracing::info!("{line}");
+                }
             }
         }
         if !self.cfg.kind.replaces_bad_members() {
