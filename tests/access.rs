@@ -274,15 +274,7 @@ fn chronyd(
     (poll, iburst): (i8, bool),
     secs: u32,
 ) -> (String, usize) {
-    let (_, uid, gid) =
-        meridian_testkit::system_user(&["_chrony", "chrony"]).expect("a _chrony (or chrony) user");
-    let dir = std::env::temp_dir().join(format!(
-        "meridian-itest-acl-chronyd-{}-{bind}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+    let dir = common::chronyd_dir(&format!("acl-{bind}")).expect("a _chrony (or chrony) user");
     let conf = dir.join("chrony.conf");
     std::fs::write(
         &conf,

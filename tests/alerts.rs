@@ -144,13 +144,7 @@ fn a_falseticker_and_the_loss_of_every_source_are_alerts() {
         Ipv4Addr::new(127, 0, 46, 5),
         FakeBehaviour::offset(-3.0),
     ));
-    let mut text = String::from("[clock]\nholdover = 0\n");
-    for f in &fakes {
-        text.push_str(&format!(
-            "\n[[source]]\naddress = \"{}\"\niburst = true\nminpoll = -2\nmaxpoll = -2\n",
-            f.addr
-        ));
-    }
+    let text = String::from("[clock]\nholdover = 0\n") + &common::source_tables(&fakes, -2, true);
     let dir = TempDir::new("alerts");
     let config = dir.0.join("meridian.toml");
     std::fs::write(&config, text).unwrap();

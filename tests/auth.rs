@@ -413,15 +413,7 @@ fn validate_reports_bad_key_files_by_line_and_open_ones_as_a_warning() {
 /// chronyd serving local stratum 1 on 127.0.0.1:`port` with the keys of `keys` (`-x`: the
 /// clock untouched), answering once it does; killed by PID when the guard drops.
 fn chronyd_server(keys: &Path, port: u16) -> (common::ChildGuard, PathBuf) {
-    let (_, uid, gid) =
-        meridian_testkit::system_user(&["_chrony", "chrony"]).expect("a _chrony (or chrony) user");
-    let dir = std::env::temp_dir().join(format!(
-        "meridian-itest-auth-chronyd-{}-{port}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+    let dir = common::chronyd_dir(&format!("auth-{port}")).expect("a _chrony (or chrony) user");
     let conf = dir.join("chrony.conf");
     std::fs::write(
         &conf,

@@ -68,13 +68,7 @@ impl Drop for TempDir {
 /// Starts meridian (udp, one worker) with `sources` as its `[[source]]` tables (polled
 /// every 2^poll s) and its control socket at `sock`.
 fn meridian(sources: &[&FakeUpstream], poll: i8, iburst: bool, sock: &Path) -> (Server, PathBuf) {
-    let mut text = String::new();
-    for f in sources {
-        text.push_str(&format!(
-            "\n[[source]]\naddress = \"{}\"\niburst = {iburst}\nminpoll = {poll}\nmaxpoll = {poll}\n",
-            f.addr
-        ));
-    }
+    let text = common::source_tables(sources.iter().copied(), poll, iburst);
     let config = temp_file("control.toml", &text);
     let mut opts = ServerOpts::new("udp");
     opts.extra = vec![

@@ -71,12 +71,7 @@ fn chronyd_with_xleave_gets_interleaved_replies_on_every_backend() {
         assert!(counted >= interleaved as u64, "{name}: {total}");
         // Same clock on both sides: every interleaved offset is tiny (a wrong transmit time
         // would be off by the poll interval, 62.5 ms, or by the reply's delay).
-        let mut offsets: Vec<f64> = lines
-            .iter()
-            .filter(|m| m.interleaved)
-            .map(|m| m.offset.abs())
-            .collect();
-        offsets.sort_by(f64::total_cmp);
+        let offsets = common::interleaved_offsets(&lines);
         let median = offsets[offsets.len() / 2];
         assert!(median < 100e-6, "{name}: median |offset| {median} s");
         if kernel_stamps {

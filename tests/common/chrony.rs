@@ -72,6 +72,32 @@ pub fn chronyd_query_keyed(target: SocketAddr, key: Option<(&Path, u32)>) -> Run
     out
 }
 
+/// A fresh directory for one chronyd (its config, pid file, logs), owned by the user chronyd
+/// drops to, named after `tag` and this process. `Err`: no such user here.
+pub fn chronyd_dir(tag: &str) -> Result<std::path::PathBuf, String> {
+    let (_, uid, gid) = meridian_testkit::system_user(&["_chrony", "chrony"])
+        .ok_or("no _chrony (or chrony) user in /etc/passwd")?;
+    let dir = std::env::temp_dir().join(format!(
+        "meridian-itest-chronyd-{}-{tag}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(|e| e.to_string())?;
+    Ok(dir)
+}
+
+/// The absolute offsets of the interleaved measurements in `lines`, smallest first.
+pub fn interleaved_offsets(lines: &[Measurement]) -> Vec<f64> {
+    let mut offsets: Vec<f64> = lines
+        .iter()
+        .filter(|m| m.interleaved)
+        .map(|m| m.offset.abs())
+        .collect();
+    offsets.sort_by(f64::total_cmp);
+    offsets
+}
+
 /// One line of a chronyd client's measurements.log.
 #[derive(Clone, Copy, Debug)]
 pub struct Measurement {
@@ -102,17 +128,11 @@ pub fn chronyd_xleave_in(
     if !meridian_testkit::is_root() {
         return Err("chronyd needs root (it drops to its own user)".into());
     }
-    let (_, uid, gid) = meridian_testkit::system_user(&["_chrony", "chrony"])
-        .ok_or("no _chrony (or chrony) user in /etc/passwd")?;
-    let dir = std::env::temp_dir().join(format!(
-        "meridian-itest-xleave-{}-{}-{}",
-        std::process::id(),
+    let dir = chronyd_dir(&format!(
+        "xleave-{}-{}",
         netns.unwrap_or("host"),
         target.port()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(|e| e.to_string())?;
+    ))?;
     let conf = dir.join("chrony.conf");
     std::fs::write(
         &conf,

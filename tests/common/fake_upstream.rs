@@ -126,6 +126,23 @@ impl FakeUpstream {
     }
 }
 
+/// `[[source]]` tables for `fakes`, each polled every 2^`poll` s, with `iburst` as given.
+pub fn source_tables<'a>(
+    fakes: impl IntoIterator<Item = &'a FakeUpstream>,
+    poll: i8,
+    iburst: bool,
+) -> String {
+    fakes
+        .into_iter()
+        .map(|f| {
+            format!(
+                "\n[[source]]\naddress = \"{}\"\niburst = {iburst}\nminpoll = {poll}\nmaxpoll = {poll}\n",
+                f.addr
+            )
+        })
+        .collect()
+}
+
 impl Drop for FakeUpstream {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -78,13 +78,7 @@ impl Drop for Started {
 /// meridian with `fakes` as sources (polled every 250 ms), a control socket, the HTTP
 /// listener on a free port and, with `token`, a token file.
 pub fn start(fakes: &[&FakeUpstream], token: Option<&str>) -> Started {
-    let mut text = String::new();
-    for f in fakes {
-        text.push_str(&format!(
-            "\n[[source]]\naddress = \"{}\"\niburst = true\nminpoll = -2\nmaxpoll = -2\n",
-            f.addr
-        ));
-    }
+    let text = super::source_tables(fakes.iter().copied(), -2, true);
     let config = temp_file("metrics.toml", &text);
     let sock = temp_file("metrics.sock", "");
     std::fs::remove_file(&sock).unwrap();

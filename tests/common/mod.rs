@@ -32,11 +32,12 @@ pub use meridian_testkit::{
 
 pub use backends::{backend_name, backends};
 pub use chrony::{
-    chrony_offset, chronyd_keyed_args, chronyd_query, chronyd_query_args, chronyd_query_keyed,
-    chronyd_xleave, chronyd_xleave_in, Measurement, CHRONYD,
+    chrony_offset, chronyd_dir, chronyd_keyed_args, chronyd_query, chronyd_query_args,
+    chronyd_query_keyed, chronyd_xleave, chronyd_xleave_in, interleaved_offsets, Measurement,
+    CHRONYD,
 };
 pub use clients::{ntplib_request, python_with_ntplib, query_offset};
-pub use fake_upstream::{FakeBehaviour, FakeUpstream};
+pub use fake_upstream::{source_tables, FakeBehaviour, FakeUpstream};
 pub use http_api::{answered, api, fakes, free_tcp, http, start, wait_synced, Started};
 pub use ntp::{
     assert_answers, client_socket, exchange, ext_field, ntp_now, ntp_to_f64, parse_reply,

@@ -192,12 +192,7 @@ pub fn chronyd_interleaved(mode: &str) {
     );
     // The same host clock on both sides: a wrong transmit time would be off by the poll
     // interval (62.5 ms) or the reply's delay; these are far below either.
-    let mut offsets: Vec<f64> = lines
-        .iter()
-        .filter(|m| m.interleaved)
-        .map(|m| m.offset.abs())
-        .collect();
-    offsets.sort_by(f64::total_cmp);
+    let offsets = crate::common::interleaved_offsets(&lines);
     let median = offsets[offsets.len() / 2];
     assert!(
         median < 0.000_5,
