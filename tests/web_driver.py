@@ -11,6 +11,7 @@ import sys
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.support.ui import WebDriverWait
 
 URL, TOKEN, SCREENSHOT = sys.argv[1:4]
@@ -39,12 +40,17 @@ options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
 driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
 try:
     driver.get(URL)
-    wait = WebDriverWait(driver, WAIT_S)
+    # The page rebuilds its tables and plots at every poll: an element found just before a
+    # rebuild is stale when read, which only means "look again".
+    wait = WebDriverWait(driver, WAIT_S, ignored_exceptions=(StaleElementReferenceException,))
     text = lambda css: driver.find_element(By.CSS_SELECTOR, css).text
 
     def max_points(d):
-        dots = d.find_elements(By.CSS_SELECTOR, "#plot-offset circle.point")
-        return max([int(c.get_attribute("data-points") or 0) for c in dots] or [0])
+        # One script, so the plot cannot be redrawn between finding a point and reading it.
+        return d.execute_script("""
+            const dots = document.querySelectorAll("#plot-offset circle.point");
+            return Math.max(0, ...Array.from(dots, (c) => parseInt(c.dataset.points || "0", 10)));
+        """)
 
     # Tracking shown, a selected source, and a plot of at least three polls.
     wait.until(lambda d: text("#t-stratum") != "" and text("#status") == "synchronised")
